@@ -1,0 +1,1 @@
+"""Runtime probe (being built)."""
