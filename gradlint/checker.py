@@ -1,0 +1,134 @@
+"""One file through the pipeline: read -> cheap text test -> parse -> model -> rules -> diagnostics."""
+
+from __future__ import annotations
+
+import io
+import re
+import tokenize
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from gradlint.diagnostics import Diagnostic, FileError, FileWarning
+from gradlint.model import build_model
+from gradlint.rules import Finding, Rule
+
+MAX_BYTES = 10 * 1024 * 1024
+# Every gradient event the rules start from is a call whose source contains one of these words
+# (`.backward(`, `accelerator.backward(`, `manual_backward(`, `update_grad=`): a file without
+# them has no training loop to report on, and is not parsed at all.
+_MAY_HAVE_LOOP = re.compile(r"backward|update_grad")
+
+
+@dataclass
+class FileResult:
+    filename: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    error: FileError | None = None
+    warning: FileWarning | None = None
+
+
+def decode(data: bytes, filename: str) -> tuple[str | None, FileError | None]:
+    """UTF-8 (with or without BOM), or the encoding a PEP 263 cookie declares."""
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        utf8_error = exc
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError:
+        encoding = "utf-8"
+    if encoding not in ("utf-8", "utf-8-sig"):
+        try:
+            return data.decode(encoding), None
+        except (UnicodeDecodeError, LookupError):
+            pass
+    line = data.count(b"\n", 0, utf8_error.start) + 1
+    return None, FileError(
+        filename,
+        f"not valid UTF-8 (byte 0x{data[utf8_error.start]:02x} at line {line}); "
+        "save it as UTF-8 or declare its encoding",
+        row=line,
+    )
+
+
+def read(path: str) -> tuple[str | None, FileError | None]:
+    p = Path(path)
+    try:
+        if not p.exists():
+            return None, FileError(path, "no such file or directory")
+        if p.is_dir():
+            return None, FileError(path, "is a directory")
+        size = p.stat().st_size
+        if size > MAX_BYTES:
+            return None, FileError(path, f"too large to check ({size / 2**20:.1f} MiB; the limit is "
+                                         f"{MAX_BYTES // 2**20} MiB)")
+        data = p.read_bytes()
+    except OSError as exc:
+        return None, FileError(path, f"cannot read: {exc.strerror or exc}")
+    if b"\x00" in data:
+        return None, FileError(path, "not a text file (contains NUL bytes)")
+    return decode(data, path)
+
+
+def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: bool = False) -> FileResult:
+    result = FileResult(filename)
+    if not _MAY_HAVE_LOOP.search(source):
+        return result
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError as exc:
+        message = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
+        result.error = FileError(filename, f"syntax error: {message}", exc.raw_line, exc.raw_column + 1)
+        return result
+    except RecursionError:
+        result.error = FileError(filename, "too deeply nested to parse")
+        return result
+    try:
+        model = build_model(module)
+        findings: list[Finding] = []
+        seen: set[tuple[str, int]] = set()
+        for rule in rules:
+            for finding in rule.check(model):
+                key = (finding.code, id(finding.node))
+                if key not in seen:
+                    seen.add(key)
+                    findings.append(finding)
+        result.diagnostics = _locate(module, findings, filename)
+    except RecursionError:
+        result.error = FileError(filename, "too deeply nested to analyse")
+    except Exception as exc:  # one file's bug must not stop the others
+        result.error = FileError(
+            filename,
+            f"internal error while checking ({type(exc).__name__}: {exc}); please report it "
+            "at the gradlint issue tracker with this file, and run with --verbose for the traceback",
+            traceback=traceback.format_exc(),
+        )
+    return result
+
+
+def _locate(module: cst.Module, findings: list[Finding], filename: str) -> list[Diagnostic]:
+    if not findings:
+        return []
+    # Positions only for files with findings: the metadata pass costs more than the parse.
+    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    out = []
+    for f in findings:
+        where = positions[f.node]
+        out.append(Diagnostic(filename, where.start.line, where.start.column + 1, f.code, f.message,
+                              where.end.line, where.end.column + 1))
+    return sorted(out)
+
+
+def check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool = False) -> FileResult:
+    source, error = read(path)
+    if error is not None or source is None:
+        return FileResult(path, error=error)
+    if not source.strip():
+        warning = FileWarning(path, "empty file, nothing to check") if explicit else None
+        return FileResult(path, warning=warning)
+    return check_source(source, path, rules, verbose)

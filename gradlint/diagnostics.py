@@ -1,0 +1,58 @@
+"""Diagnostics (located findings) and per-file errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    filename: str
+    row: int  # 1-based
+    column: int  # 1-based
+    code: str
+    message: str
+    end_row: int
+    end_column: int
+
+    def to_json(self) -> dict[str, Any]:
+        """ruff's JSON fields, so tools that read ruff's output can read ours."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "filename": self.filename,
+            "location": {"row": self.row, "column": self.column},
+            "end_location": {"row": self.end_row, "column": self.end_column},
+            "url": None,
+            "fix": None,
+            "noqa_row": self.row,
+        }
+
+
+@dataclass(frozen=True)
+class FileError:
+    """A file that could not be checked: missing, unreadable, not UTF-8, unparsable, or an
+    internal error. Always makes the exit code 2."""
+
+    filename: str
+    reason: str
+    row: int | None = None
+    column: int | None = None
+    traceback: str | None = None
+
+    def describe(self) -> str:
+        where = self.filename
+        if self.row is not None:
+            where += f":{self.row}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class FileWarning:
+    """Worth saying, not a failure: an empty file named on the command line, a skipped huge file."""
+
+    filename: str
+    reason: str

@@ -1,0 +1,52 @@
+"""The training-loop model: what rules read instead of the syntax tree.
+
+    module -> facts (roles, helpers) -> walker (events under guards) -> loops (kind, gate, K)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libcst as cst
+
+from gradlint.model.events import EventSpec, Framework, Kind
+from gradlint.model.facts import ModuleFacts, Role, collect_facts
+from gradlint.model.gates import Phase
+from gradlint.model.loops import Counter, LoopKind, TrainingLoop, When, build_loops, loop_counter
+from gradlint.model.provenance import Provenance, Scaling, trace
+from gradlint.model.scopes import ScopeCache
+from gradlint.model.walker import Event, Guard, Walker, iter_roots
+
+
+@dataclass
+class ModuleModel:
+    module: cst.Module
+    facts: ModuleFacts
+    scopes: ScopeCache
+    loops: list[TrainingLoop]
+
+    def provenance(self, loop: TrainingLoop, backward: Event) -> Provenance:
+        order = backward.frame.scope.call_order.get(id(backward.node))
+        return trace(backward.spec.value, backward.frame, order, self.facts, self.scopes, loop.k_literal)
+
+
+def build_model(module: cst.Module) -> ModuleModel:
+    facts = collect_facts(module)
+    scopes = ScopeCache()
+    walker = Walker(facts, scopes)
+    best: dict[int, TrainingLoop] = {}
+    for root, cls in iter_roots(module):
+        for loop in build_loops(walker.walk(root, cls)):
+            key = id(loop.loop.node)
+            # The same loop is reached from its own function and from every caller that
+            # inlines it; the walk that saw the most enclosing loops knows the most.
+            if key not in best or len(loop.loop.chain) > len(best[key].loop.chain):
+                best[key] = loop
+    return ModuleModel(module, facts, scopes, list(best.values()))
+
+
+__all__ = [
+    "Counter", "Event", "EventSpec", "Framework", "Guard", "Kind", "LoopKind", "ModuleFacts",
+    "ModuleModel", "Phase", "Provenance", "Role", "Scaling", "TrainingLoop", "When", "build_model",
+    "loop_counter",
+]

@@ -1,0 +1,164 @@
+"""When does a condition hold, relative to the accumulation window?
+
+A condition on the step's path is a *gate* when it is periodic in the micro-batch counter.
+`ONCE` holds on one micro-batch per window (`(i + 1) % K == 0`, `is_update`,
+`accelerator.sync_gradients`); `REST` holds on the others (`(i + 1) % K != 0`, the `else` of
+a gate, `is_accumulating`). Anything else (`if args.clip > 0`, `if scaler is not None`) is not
+periodic and says nothing about the window.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+import libcst as cst
+
+from gradlint.model.syntax import dotted, last_part, method_name, number
+
+
+class Phase(Enum):
+    ONCE = "once"
+    REST = "rest"
+
+    def inverted(self) -> Phase:
+        return Phase.REST if self is Phase.ONCE else Phase.ONCE
+
+
+_ONCE_FLAG = re.compile(
+    r"(?i).*(sync_gradients|is_update|need_update|needs_update|update_grad|do_update|should_update"
+    r"|(do|should|take|is)_(optimizer_|optim_)?step|accumulation_boundary|should_sync|is_sync"
+    r"|do_sync|sync_grad|is_last_micro|last_micro_step|optimizer_step_now).*"
+)
+_REST_FLAG = re.compile(r"(?i).*(is_accumulating|still_accumulating|skip_step|no_sync_step).*")
+
+# Resolves a flag name to the expressions assigned to it (and how to resolve names inside them).
+Resolver = Callable[[str], "list[tuple[cst.BaseExpression, Resolver]]"]
+
+
+@dataclass(frozen=True)
+class Periodicity:
+    phase: Phase
+    modulus: cst.BaseExpression | None = None  # K, as written in the gate
+    counter: cst.BaseExpression | None = None  # the counter under `%`, e.g. `i` in `(i + 1) % K`
+    offset: float = 0.0  # `(i + 1) % K` -> 1
+    has_alternative: bool = False  # `... or is_last_batch`: a last-batch clause
+
+    def inverted(self) -> Periodicity:
+        return Periodicity(self.phase.inverted(), self.modulus, self.counter, self.offset,
+                           self.has_alternative)
+
+
+def _modulo(node: cst.BaseExpression) -> cst.BinaryOperation | None:
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Modulo):
+        return node
+    return None
+
+
+def _counter(left: cst.BaseExpression) -> tuple[cst.BaseExpression, float]:
+    """`i + 1` -> (i, 1); `i` -> (i, 0)."""
+    if isinstance(left, cst.BinaryOperation) and isinstance(left.operator, cst.Add):
+        n = number(left.right)
+        if n is not None:
+            return left.left, n
+    return left, 0.0
+
+
+def _from_modulo(mod: cst.BinaryOperation, phase: Phase) -> Periodicity:
+    counter, offset = _counter(mod.left)
+    return Periodicity(phase, mod.right, counter, offset)
+
+
+def periodicity(
+    expr: cst.BaseExpression, resolve: Resolver, reset_counters: frozenset[str] = frozenset(),
+    depth: int = 0,
+) -> Periodicity | None:
+    """The window phase in which `expr` is true, or None when it is not periodic."""
+    if depth > 6:
+        return None
+    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Not):
+        inner = periodicity(expr.expression, resolve, reset_counters, depth + 1)
+        return inner.inverted() if inner else None
+    mod = _modulo(expr)
+    if mod is not None:  # bare `i % K` is truthy off the boundary
+        return _from_modulo(mod, Phase.REST)
+    if isinstance(expr, cst.Comparison) and len(expr.comparisons) == 1:
+        return _comparison(expr, resolve, reset_counters, depth)
+    if isinstance(expr, cst.BooleanOperation):
+        return _boolean(expr, resolve, reset_counters, depth)
+    if isinstance(expr, cst.Call):
+        name = method_name(expr) or dotted(expr.func) or ""
+        if "accumulation_boundary" in name:
+            return Periodicity(Phase.ONCE)
+        return None
+    text = dotted(expr)
+    if text is None:
+        return None
+    for value, inner_resolve in resolve(text):
+        if value is expr:
+            continue
+        found = periodicity(value, inner_resolve, reset_counters, depth + 1)
+        if found is not None:
+            return found
+    name = last_part(text)
+    if _REST_FLAG.fullmatch(name):
+        return Periodicity(Phase.REST)
+    if _ONCE_FLAG.fullmatch(name):
+        return Periodicity(Phase.ONCE)
+    return None
+
+
+def _comparison(
+    expr: cst.Comparison, resolve: Resolver, reset_counters: frozenset[str], depth: int
+) -> Periodicity | None:
+    target = expr.comparisons[0]
+    op = target.operator
+    left, right = expr.left, target.comparator
+    mod = _modulo(left) or _modulo(right)
+    if mod is not None:
+        other = right if mod is left else left
+        if isinstance(op, cst.Equal | cst.Is):
+            return _from_modulo(mod, Phase.ONCE)
+        if isinstance(op, cst.NotEqual | cst.IsNot):
+            return _from_modulo(mod, Phase.REST)
+        if isinstance(op, cst.GreaterThan) and number(other) == 0 and mod is left:
+            return _from_modulo(mod, Phase.REST)
+        return None
+    # `ni - last_opt_step >= accumulate` (YOLO-style counter difference).
+    if (
+        isinstance(op, cst.GreaterThanEqual | cst.GreaterThan)
+        and isinstance(left, cst.BinaryOperation)
+        and isinstance(left.operator, cst.Subtract)
+    ):
+        return Periodicity(Phase.ONCE, right, left.left)
+    # A counter that is reset inside the loop (`if count == K: step(); count = 0`), or one
+    # assigned from a modulo (`acc = (acc + 1) % K; if acc == 0:`).
+    name = dotted(left)
+    if name is not None and isinstance(op, cst.Equal | cst.GreaterThanEqual | cst.NotEqual | cst.LessThan):
+        phase = Phase.ONCE if isinstance(op, cst.Equal | cst.GreaterThanEqual) else Phase.REST
+        if name in reset_counters and number(right) != 0:
+            return Periodicity(phase, right, left)
+        for value, _ in resolve(name):
+            inner = _modulo(value)
+            if inner is not None:
+                found = _from_modulo(inner, phase)
+                return Periodicity(phase, found.modulus, left, found.offset)
+    return None
+
+
+def _boolean(
+    expr: cst.BooleanOperation, resolve: Resolver, reset_counters: frozenset[str], depth: int
+) -> Periodicity | None:
+    left = periodicity(expr.left, resolve, reset_counters, depth + 1)
+    right = periodicity(expr.right, resolve, reset_counters, depth + 1)
+    if left and right:
+        return left if left.phase is right.phase else None
+    found = left or right
+    if found is None:
+        return None
+    if isinstance(expr.operator, cst.Or) and found.phase is Phase.ONCE:
+        # `(i + 1) % K == 0 or i + 1 == len(loader)`: the other operand is a last-batch clause.
+        return Periodicity(found.phase, found.modulus, found.counter, found.offset, True)
+    return found

@@ -1,0 +1,220 @@
+"""Training loops: which loop holds the micro-batches, how the step is gated, and K."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import libcst as cst
+
+from gradlint.model.events import Framework, Kind
+from gradlint.model.gates import Phase
+from gradlint.model.syntax import dotted, last_part, number, positional
+from gradlint.model.walker import Event, Guard, LoopInfo, WalkResult
+
+
+class LoopKind(Enum):
+    GATED = "gated"  # the step runs under a periodic gate inside the micro-batch loop
+    INNER = "inner"  # a fixed inner micro-step loop; the step runs after it
+    ACCELERATE = "accelerate"  # `with accelerator.accumulate(model):` decides
+    ENGINE = "engine"  # a DeepSpeed engine accumulates by itself
+    PLAIN = "plain"  # the step runs on every iteration: no accumulation
+    UNKNOWN = "unknown"  # backward, but no step in this module
+
+
+class When(Enum):
+    """When an event runs, relative to the accumulation window."""
+
+    EVERY = "every"  # on every micro-batch
+    REST = "rest"  # on the micro-batches where no step runs
+    ONCE = "once"  # once per window (with the step, or at the window's start)
+    EXCEPTIONAL = "exceptional"  # in an `except` handler
+
+
+_NOT_SIZED = {"range", "count", "cycle", "repeat", "iter", "islice", "infinite_loader", "chain"}
+
+
+@dataclass(frozen=True)
+class Counter:
+    names: frozenset[str]  # the loop's own counters (enumerate index, per-epoch counters)
+    start: float = 0.0
+    sized: bool = False  # iterates a finite, sized iterable once per epoch
+
+
+@dataclass
+class TrainingLoop:
+    kind: LoopKind
+    loop: LoopInfo  # the micro-batch loop (innermost loop that runs backward)
+    window: LoopInfo | None  # INNER: the loop whose iterations are windows (None: a function)
+    events: list[Event]  # every event of the window scope, in order
+    after: list[Event] = field(default_factory=list)  # events after the loop in its scope
+    gate: Guard | None = None  # the periodic condition the step runs under
+    k: cst.BaseExpression | None = None  # K as written
+    accumulating_optimizers: frozenset[str] = frozenset()
+
+    @property
+    def depth(self) -> int:
+        return len(self.loop.chain)
+
+    def in_loop(self, event: Event) -> bool:
+        return self.loop.node in event.loops
+
+    def of_kind(self, *kinds: Kind) -> list[Event]:
+        return [e for e in self.events if e.kind in kinds]
+
+    def inner_guards(self, event: Event) -> list[Guard]:
+        """Conditions the event runs under inside the micro-batch loop."""
+        return [g for g in event.guards if g.depth > self.depth]
+
+    def when(self, event: Event) -> When:
+        if not self.in_loop(event):
+            return When.ONCE  # in the window scope, outside the micro-step loop
+        guards = self.inner_guards(event)
+        if any(g.exceptional for g in guards):
+            return When.EXCEPTIONAL
+        phases = [g.periodic.phase for g in guards if g.periodic is not None]
+        if Phase.ONCE in phases:
+            return When.ONCE
+        if Phase.REST in phases:
+            return When.REST
+        return When.EVERY
+
+    @property
+    def k_text(self) -> str:
+        from gradlint.model.syntax import code
+
+        return code(self.k) if self.k is not None else "K"
+
+    @property
+    def k_literal(self) -> float | None:
+        return number(self.k)
+
+
+def _inner_range_k(loop: cst.CSTNode) -> cst.BaseExpression | None:
+    if not isinstance(loop, cst.For) or not isinstance(loop.iter, cst.Call):
+        return None
+    if dotted(loop.iter.func) != "range":
+        return None
+    args = positional(loop.iter)
+    if len(args) == 1:
+        return args[0]
+    if len(args) == 2 and number(args[0]) == 0:
+        return args[1]
+    return None
+
+
+def loop_counter(info: LoopInfo) -> Counter:
+    node = info.node
+    names: set[str] = set()
+    start = 0.0
+    sized = False
+    if isinstance(node, cst.For):
+        iterable: cst.BaseExpression = node.iter
+        target = node.target
+        while isinstance(iterable, cst.Call):
+            name = last_part(dotted(iterable.func))
+            args = positional(iterable)
+            if name == "enumerate" and args:
+                if isinstance(target, cst.Tuple) and target.elements:
+                    first = dotted(target.elements[0].value)
+                    if first:
+                        names.add(first)
+                    target = None
+                for a in iterable.args:
+                    if a.keyword is not None and a.keyword.value == "start":
+                        start = number(a.value) or 0.0
+                if len(args) > 1:
+                    start = number(args[1]) or 0.0
+                iterable = args[0]
+                continue
+            if name == "range":
+                inner = args[-1] if args else None
+                sized = isinstance(inner, cst.Call) and dotted(inner.func) == "len"
+                if target is not None and dotted(target):
+                    names.add(dotted(target) or "")
+                return Counter(frozenset(names), start, sized)
+            if name in _NOT_SIZED or not args:
+                return Counter(frozenset(names), start, False)
+            iterable = args[0]  # tqdm(loader), log_every(loader, ...), zip(a, b)
+        text = dotted(iterable) or ""
+        lowered = last_part(text).lower()
+        sized = bool(text) and not any(w in lowered for w in ("iter", "cycle", "infinite", "stream"))
+        # Counters reset right before the loop are per-epoch: `step = 0; for batch in loader:`
+        for statement in info.preceding:
+            if isinstance(statement, cst.SimpleStatementLine):
+                for small in statement.body:
+                    if (isinstance(small, cst.Assign) and isinstance(small.value, cst.Integer)
+                            and small.value.value == "0"):
+                        for t in small.targets:
+                            text_t = dotted(t.target)
+                            if text_t:
+                                names.add(text_t)
+        if not info.chain:
+            names.update(info.frame.scope.incremented)  # one pass: every counter is the loop's own
+    elif info.implicit:
+        params = info.frame.scope.params
+        if "batch_idx" in params:
+            names.add("batch_idx")
+    return Counter(frozenset(names), start, sized)
+
+
+def _gate_of(loop: TrainingLoop, steps: list[Event]) -> tuple[Guard | None, list[Event]]:
+    gated: list[Event] = []
+    gate: Guard | None = None
+    for step in steps:
+        for guard in loop.inner_guards(step):
+            if guard.periodic is not None and guard.periodic.phase is Phase.ONCE and not guard.exceptional:
+                gate = gate or guard
+                gated.append(step)
+                break
+    return gate, gated
+
+
+def build_loops(walk: WalkResult) -> list[TrainingLoop]:
+    """The training loops of one walked root."""
+    loops: list[TrainingLoop] = []
+    by_node = {id(info.node): info for info in walk.loops}
+    micro_loops: list[LoopInfo] = []
+    for event in walk.events:
+        if event.kind is Kind.BACKWARD and event.loops:
+            info = by_node[id(event.loops[-1])]
+            if info not in micro_loops:
+                micro_loops.append(info)
+    for info in micro_loops:
+        in_loop = [e for e in walk.events if info.node in e.loops]
+        after = [e for e in walk.events if e.order > info.end and e.loops[: len(info.chain)] == info.chain
+                 and info.node not in e.loops]
+        steps = [e for e in in_loop if e.kind is Kind.STEP]
+        backwards = [e for e in in_loop if e.kind is Kind.BACKWARD]
+        loop = TrainingLoop(LoopKind.UNKNOWN, info, None, in_loop, after)
+        if any(b.spec.framework is Framework.DEEPSPEED for b in backwards) or any(
+            s.spec.framework is Framework.DEEPSPEED for s in steps
+        ):
+            loop.kind = LoopKind.ENGINE
+        elif any(c.method == "accumulate" for b in backwards for c in b.contexts):
+            loop.kind = LoopKind.ACCELERATE
+        elif steps:
+            gate, gated = _gate_of(loop, steps)
+            if gate is not None:
+                loop.kind = LoopKind.GATED
+                loop.gate = gate
+                loop.k = gate.periodic.modulus if gate.periodic else None
+                loop.accumulating_optimizers = frozenset(
+                    filter(None, (s.spec.optimizer or s.spec.receiver for s in gated))
+                )
+            else:
+                loop.kind = LoopKind.PLAIN
+        else:
+            window = by_node.get(id(info.chain[-1])) if info.chain else None
+            scope = [e for e in walk.events if window is None or window.node in e.loops]
+            if any(e.kind is Kind.STEP and info.node not in e.loops for e in scope):
+                loop.kind = LoopKind.INNER
+                loop.window = window
+                loop.events = scope
+                loop.k = _inner_range_k(info.node)
+                loop.accumulating_optimizers = frozenset(
+                    filter(None, (e.spec.optimizer or e.spec.receiver for e in scope
+                                  if e.kind is Kind.STEP and info.node not in e.loops))
+                )
+        loops.append(loop)
+    return loops

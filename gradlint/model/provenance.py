@@ -1,0 +1,201 @@
+"""Where the value passed to backward came from: was it divided by K, normalised some other
+way, or is it the raw per-micro-batch loss?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import libcst as cst
+
+from gradlint.model.facts import ModuleFacts
+from gradlint.model.scopes import ScopeCache
+from gradlint.model.syntax import (
+    code,
+    dotted,
+    keyword,
+    last_part,
+    method_name,
+    number,
+    positional,
+    receiver,
+    string,
+)
+from gradlint.model.walker import Frame
+
+
+class Scaling(IntEnum):
+    """Ordered: when a loss combines several terms, the strongest evidence wins."""
+
+    RAW = 0  # the loss as computed, never divided
+    UNKNOWN = 1  # cannot tell (a parameter nobody binds, a literal)
+    NORMALISED = 2  # by a token/sample count, a weight, a deliberate sum
+    DIVIDED = 3  # by an expression (K, or something standing for it)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    scaling: Scaling
+    how: str  # for messages: "divided by `K`", "from `criterion(...)`"
+
+
+_COUNT_KEYWORDS = ("num_items", "num_items_in_batch", "normalizer", "num_tokens", "n_tokens", "sample_size")
+_PASS_THROUGH = {"mean", "float", "half", "bfloat16", "double", "clone", "squeeze", "to", "contiguous",
+                 "type", "type_as", "cuda", "cpu", "view", "reshape", "requires_grad_"}
+_MAX_DEPTH = 12
+
+
+class _Tracer:
+    def __init__(self, facts: ModuleFacts, scopes: ScopeCache, k_literal: float | None) -> None:
+        self.facts = facts
+        self.scopes = scopes
+        self.k_literal = k_literal
+        self.seen: set[tuple[int, int]] = set()
+
+    def expr(self, node: cst.BaseExpression | None, frame, order: int | None, depth: int) -> Provenance:
+        if node is None or depth > _MAX_DEPTH:
+            return Provenance(Scaling.UNKNOWN, "")
+        if isinstance(node, cst.BinaryOperation):
+            return self._binary(node, frame, order, depth)
+        if isinstance(node, cst.Call):
+            return self._call(node, frame, order, depth)
+        if isinstance(node, cst.Name | cst.Attribute):
+            return self._name(node, frame, order, depth)
+        if isinstance(node, cst.Subscript):
+            return self.expr(node.value, frame, order, depth + 1) if dotted(node.value) else Provenance(Scaling.RAW, "")
+        if isinstance(node, cst.UnaryOperation):
+            return self.expr(node.expression, frame, order, depth + 1)
+        if isinstance(node, cst.Tuple | cst.List):
+            found = [self.expr(e.value, frame, order, depth + 1) for e in node.elements]
+            return max(found, key=lambda p: p.scaling, default=Provenance(Scaling.UNKNOWN, ""))
+        return Provenance(Scaling.UNKNOWN, "")
+
+    def _binary(self, node: cst.BinaryOperation, frame, order, depth) -> Provenance:
+        op = node.operator
+        if isinstance(op, cst.Divide | cst.FloorDivide):
+            divisor = number(node.right)
+            if divisor is None or self._is_k(divisor):
+                return Provenance(Scaling.DIVIDED, f"divided by `{code(node.right)}`")
+            return self.expr(node.left, frame, order, depth + 1)
+        if isinstance(op, cst.Multiply):
+            left, right = number(node.left), number(node.right)
+            factor = left if left is not None else right
+            if factor is not None:
+                if self.k_literal and abs(factor * self.k_literal - 1) < 1e-9:
+                    return Provenance(Scaling.DIVIDED, f"multiplied by `{factor:g}`")
+                other = node.right if left is not None else node.left
+                return self.expr(other, frame, order, depth + 1)
+            if _has_division(node.left) or _has_division(node.right):
+                return Provenance(Scaling.DIVIDED, f"multiplied by a ratio in `{code(node)}`")
+            # `loss * weight`: a deliberate weighting of the terms; not evidence of a bug.
+            found = [self.expr(n, frame, order, depth + 1) for n in (node.left, node.right)]
+            best = max(found, key=lambda p: p.scaling)
+            if best.scaling >= Scaling.NORMALISED:
+                return best
+            return Provenance(Scaling.NORMALISED, f"weighted in `{code(node)}`")
+        if isinstance(op, cst.Add | cst.Subtract):
+            found = [self.expr(n, frame, order, depth + 1) for n in (node.left, node.right)]
+            return max(found, key=lambda p: p.scaling)
+        return Provenance(Scaling.UNKNOWN, "")
+
+    def _call(self, node: cst.Call, frame, order, depth) -> Provenance:
+        method = method_name(node)
+        recv = receiver(node)
+        if method in ("div", "div_", "true_divide", "divide", "true_divide_"):
+            divisor = number(positional(node)[0]) if positional(node) else None
+            if divisor is None or self._is_k(divisor):
+                return Provenance(Scaling.DIVIDED, f"divided with `.{method}()`")
+        if method in ("mul", "mul_", "multiply") and positional(node) and number(positional(node)[0]) is None:
+            return Provenance(Scaling.NORMALISED, f"multiplied with `.{method}()`")
+        if method == "sum":
+            return Provenance(Scaling.NORMALISED, "a deliberate sum")
+        if method in ("scale", "scale_loss") and positional(node):
+            return self.expr(positional(node)[0], frame, order, depth + 1)
+        if method in _PASS_THROUGH and recv is not None:
+            return self.expr(recv, frame, order, depth + 1)
+        if string(keyword(node, "reduction")) == "sum":
+            return Provenance(Scaling.NORMALISED, "a loss with reduction='sum'")
+        if any(keyword(node, k) is not None for k in _COUNT_KEYWORDS):
+            return Provenance(Scaling.NORMALISED, "normalised by an item count")
+        name = dotted(node.func)
+        if name and (name in self.facts.sum_criteria or last_part(name) in self.facts.sum_criteria):
+            return Provenance(Scaling.NORMALISED, "a loss with reduction='sum'")
+        helper = self._helper_returns(node, frame)
+        if helper is not None:
+            return helper
+        return Provenance(Scaling.RAW, f"from `{_short(node)}`")
+
+    def _helper_returns(self, node: cst.Call, frame) -> Provenance | None:
+        func = node.func
+        target: cst.FunctionDef | None = None
+        if isinstance(func, cst.Name):
+            target = self.facts.functions.get(func.value)
+        elif isinstance(func, cst.Attribute):
+            candidates = self.facts.methods.get(func.attr.value, [])
+            if dotted(func.value) in ("self", "cls") and frame is not None and frame.cls is not None:
+                target = next((m for c, m in candidates if c is frame.cls), None)
+            if target is None and len(candidates) == 1:
+                target = candidates[0][1]
+        if target is None or (id(target), 0) in self.seen:
+            return None
+        self.seen.add((id(target), 0))
+        inner = Frame(self.scopes.get(target), frame.cls if frame else None)
+        found = [self.expr(r, inner, None, 1) for r in inner.scope.returns]
+        if not found:
+            return None
+        return max(found, key=lambda p: p.scaling)
+
+    def _name(self, node: cst.BaseExpression, frame, order: int | None, depth: int) -> Provenance:
+        text = dotted(node)
+        if text is None or frame is None:
+            return Provenance(Scaling.UNKNOWN, "")
+        key = (id(frame.scope), hash(text))
+        if key in self.seen:
+            return Provenance(Scaling.RAW, "")
+        self.seen.add(key)
+        try:
+            bound = frame.binding(text)
+            if bound is not None:
+                value, caller = bound
+                return self.expr(value, caller, None, depth + 1)
+            assignments = frame.scope.before(text, order)
+            if not assignments:
+                if text in frame.scope.params:
+                    return Provenance(Scaling.UNKNOWN, f"the parameter `{text}`")
+                return Provenance(Scaling.RAW if "." in text else Scaling.UNKNOWN, "")
+            found: list[Provenance] = []
+            for a in assignments:
+                if a.operator is not None:
+                    if isinstance(a.operator, cst.DivideAssign | cst.FloorDivideAssign):
+                        divisor = number(a.value)
+                        if divisor is None or self._is_k(divisor):
+                            found.append(Provenance(Scaling.DIVIDED, f"divided by `{code(a.value)}`"))
+                    elif isinstance(a.operator, cst.MultiplyAssign):
+                        factor = number(a.value)
+                        if factor is None:
+                            found.append(Provenance(Scaling.NORMALISED, f"multiplied by `{code(a.value)}`"))
+                        elif self.k_literal and abs(factor * self.k_literal - 1) < 1e-9:
+                            found.append(Provenance(Scaling.DIVIDED, f"multiplied by `{factor:g}`"))
+                    continue
+                found.append(self.expr(a.value, frame, a.order, depth + 1))
+            return max(found, key=lambda p: p.scaling, default=Provenance(Scaling.RAW, ""))
+        finally:
+            self.seen.discard(key)
+
+    def _is_k(self, literal: float) -> bool:
+        return self.k_literal is not None and literal == self.k_literal
+
+
+def _has_division(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Divide)
+
+
+def _short(node: cst.Call) -> str:
+    name = dotted(node.func)
+    return f"{name}(...)" if name else code(node)[:40]
+
+
+def trace(value: cst.BaseExpression | None, frame: Frame, order: int | None, facts: ModuleFacts,
+          scopes: ScopeCache, k_literal: float | None) -> Provenance:
+    """How the backpropagated `value` was scaled."""
+    return _Tracer(facts, scopes, k_literal).expr(value, frame, order, 0)

@@ -1,0 +1,114 @@
+"""Per-function assignment tables, for resolving flags and tracing the backpropagated loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from gradlint.model.syntax import dotted
+
+
+@dataclass(frozen=True)
+class Assignment:
+    order: int  # lexical position in the function
+    value: cst.BaseExpression
+    operator: cst.BaseAugOp | None = None  # `loss /= K`
+    index: int | None = None  # position in a tuple target: `loss, logs = f()`
+
+
+@dataclass
+class Scope:
+    node: cst.CSTNode
+    assignments: dict[str, list[Assignment]] = field(default_factory=dict)
+    params: list[str] = field(default_factory=list)
+    returns: list[cst.BaseExpression] = field(default_factory=list)
+    # name -> orders where it is set to 0 (`count = 0`) or incremented (`count += 1`)
+    zeroed: dict[str, list[int]] = field(default_factory=dict)
+    incremented: dict[str, list[int]] = field(default_factory=dict)
+    call_order: dict[int, int] = field(default_factory=dict)  # id(Call) -> lexical position
+
+    def before(self, name: str, order: int | None) -> list[Assignment]:
+        found = self.assignments.get(name, [])
+        if order is None:
+            return found
+        earlier = [a for a in found if a.order < order]
+        return earlier or found  # a loop-carried value may be assigned later in the body
+
+
+class _ScopeCollector(cst.CSTVisitor):
+    """Records assignments in one function body, without entering nested functions or classes."""
+
+    def __init__(self, scope: Scope, root: cst.CSTNode) -> None:
+        self.scope = scope
+        self.root = root
+        self.order = 0
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        self.order += 1
+        if isinstance(node, cst.Call):
+            self.scope.call_order[id(node)] = self.order
+        if node is not self.root and isinstance(node, cst.FunctionDef | cst.ClassDef | cst.Lambda):
+            return False
+        return super().on_visit(node)
+
+    def _add(self, target: cst.BaseExpression, value: cst.BaseExpression,
+             operator: cst.BaseAugOp | None = None, index: int | None = None) -> None:
+        if isinstance(target, cst.Tuple | cst.List):
+            for i, element in enumerate(target.elements):
+                inner = element.value
+                if isinstance(inner, cst.StarredElement):
+                    continue
+                self._add(inner, value, operator, i)
+            return
+        name = dotted(target)
+        if name is None:
+            return
+        self.scope.assignments.setdefault(name, []).append(Assignment(self.order, value, operator, index))
+        if operator is None and isinstance(value, cst.Integer) and value.value == "0":
+            self.scope.zeroed.setdefault(name, []).append(self.order)
+        if isinstance(operator, cst.AddAssign):
+            self.scope.incremented.setdefault(name, []).append(self.order)
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            self._add(target.target, node.value)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._add(node.target, node.value)
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self._add(node.target, node.value, node.operator)
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self._add(node.target, node.value)
+
+    def visit_WithItem(self, node: cst.WithItem) -> None:
+        if node.asname is not None:
+            self._add(node.asname.name, node.item)
+
+    def visit_Return(self, node: cst.Return) -> None:
+        if node.value is not None:
+            self.scope.returns.append(node.value)
+
+
+def build_scope(node: cst.FunctionDef | cst.Module) -> Scope:
+    scope = Scope(node)
+    if isinstance(node, cst.FunctionDef):
+        params = node.params
+        for p in [*params.posonly_params, *params.params, *params.kwonly_params]:
+            scope.params.append(p.name.value)
+    node.visit(_ScopeCollector(scope, node))
+    return scope
+
+
+class ScopeCache:
+    def __init__(self) -> None:
+        self._scopes: dict[int, Scope] = {}
+
+    def get(self, node: cst.FunctionDef | cst.Module) -> Scope:
+        key = id(node)
+        if key not in self._scopes:
+            self._scopes[key] = build_scope(node)
+        return self._scopes[key]

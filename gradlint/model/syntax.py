@@ -1,0 +1,96 @@
+"""Small, allocation-light helpers over LibCST expression nodes."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+_EMPTY = cst.Module(body=[])
+
+
+def code(node: cst.CSTNode) -> str:
+    """Source text of a node, whitespace-normalised to one line."""
+    return " ".join(_EMPTY.code_for_node(node).split())
+
+
+def dotted(node: cst.CSTNode | None) -> str | None:
+    """`a.b.c` for a Name/Attribute chain (also through `self`), else None."""
+    parts: list[str] = []
+    while isinstance(node, cst.Attribute):
+        parts.append(node.attr.value)
+        node = node.value
+    if isinstance(node, cst.Name):
+        parts.append(node.value)
+        return ".".join(reversed(parts))
+    return None
+
+
+def last_part(text: str | None) -> str:
+    return (text or "").rsplit(".", 1)[-1]
+
+
+def callee(call: cst.Call) -> str | None:
+    """Dotted name of what is called: `torch.nn.utils.clip_grad_norm_`, `opt.step`."""
+    return dotted(call.func)
+
+
+def method_name(call: cst.Call) -> str | None:
+    return call.func.attr.value if isinstance(call.func, cst.Attribute) else None
+
+
+def receiver(call: cst.Call) -> cst.BaseExpression | None:
+    return call.func.value if isinstance(call.func, cst.Attribute) else None
+
+
+def positional(call: cst.Call) -> list[cst.BaseExpression]:
+    return [a.value for a in call.args if a.keyword is None and not a.star]
+
+
+def keyword(call: cst.Call, name: str) -> cst.BaseExpression | None:
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value == name:
+            return a.value
+    return None
+
+
+def arg(call: cst.Call, index: int, name: str) -> cst.BaseExpression | None:
+    """Argument by keyword, else by position."""
+    found = keyword(call, name)
+    if found is not None:
+        return found
+    pos = positional(call)
+    return pos[index] if index < len(pos) else None
+
+
+def number(node: cst.CSTNode | None) -> float | None:
+    if isinstance(node, cst.Integer | cst.Float):
+        try:
+            return float(node.evaluated_value)
+        except (ValueError, OverflowError):
+            return None
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        inner = number(node.expression)
+        return -inner if inner is not None else None
+    return None
+
+
+def string(node: cst.CSTNode | None) -> str | None:
+    if isinstance(node, cst.SimpleString):
+        value = node.evaluated_value
+        return value if isinstance(value, str) else None
+    return None
+
+
+def terminates(block: cst.BaseSuite) -> bool:
+    """True when the block always leaves the current iteration (continue/return/raise/break)."""
+    body = block.body
+    if not body:
+        return False
+    last = body[-1]
+    if isinstance(last, cst.SimpleStatementLine):
+        return any(isinstance(s, cst.Continue | cst.Return | cst.Raise | cst.Break) for s in last.body)
+    if isinstance(last, cst.If) and last.orelse is not None:
+        other = last.orelse
+        other_block = other.body if isinstance(other, cst.Else) else None
+        if other_block is not None:
+            return terminates(last.body) and terminates(other_block)
+    return False

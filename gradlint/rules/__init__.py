@@ -1,0 +1,21 @@
+"""The rules, one module each. The registry is this list."""
+
+from __future__ import annotations
+
+from gradlint.rules.base import Finding, Rule
+from gradlint.rules.ga001_zero_grad_every_micro_batch import ZeroGradEveryMicroBatch
+from gradlint.rules.ga002_loss_not_scaled import LossNotScaled
+from gradlint.rules.ga003_clip_before_accumulation_complete import ClipBeforeAccumulationComplete
+from gradlint.rules.ga004_missing_remainder_step import MissingRemainderStep
+from gradlint.rules.ga005_clip_without_unscale import ClipWithoutUnscale
+
+ALL_RULES: tuple[type[Rule], ...] = (
+    ZeroGradEveryMicroBatch,
+    LossNotScaled,
+    ClipBeforeAccumulationComplete,
+    MissingRemainderStep,
+    ClipWithoutUnscale,
+)
+RULES_BY_CODE: dict[str, type[Rule]] = {rule.code: rule for rule in ALL_RULES}
+
+__all__ = ["ALL_RULES", "RULES_BY_CODE", "Finding", "Rule"]

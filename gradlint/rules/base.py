@@ -1,0 +1,64 @@
+"""What every rule is: a code, a name, documentation in its docstring, and a check over the model."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import libcst as cst
+
+from gradlint.model import Event, Kind, ModuleModel, TrainingLoop
+from gradlint.model.syntax import code
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    node: cst.CSTNode
+    message: str
+
+
+class Rule:
+    """Subclasses document themselves: the docstring's sections (What it does / Why is this bad?
+    / Example / Use instead) are what `gradlint rule CODE` prints and docs/rules/ shows."""
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+    default_enabled: ClassVar[bool] = True
+
+    def check(self, model: ModuleModel) -> Iterator[Finding]:
+        raise NotImplementedError
+
+    @classmethod
+    def documentation(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "")
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first sentence of 'What it does'."""
+        doc = cls.documentation()
+        section = doc.split("## What it does", 1)[-1].strip().split("\n\n", 1)[0]
+        return " ".join(section.split())
+
+
+def show(event: Event) -> str:
+    """`optimizer.zero_grad()`, for messages."""
+    return f"`{event.spec.display}`"
+
+
+def via(event: Event) -> str:
+    """' (in `train_step()`)' when the event sits in a helper called from the loop."""
+    if not event.frame.via:
+        return ""
+    first = event.frame.via[0]
+    return f" (via `{code(first.func)}()`)"
+
+
+def step_of(loop: TrainingLoop) -> str:
+    """The accumulating optimizer's step, for messages."""
+    steps = loop.of_kind(Kind.STEP)
+    gated = [e for e in steps if (e.spec.optimizer or e.spec.receiver) in loop.accumulating_optimizers]
+    chosen = (gated or steps)[:1]
+    return show(chosen[0]) if chosen else "the optimizer step"

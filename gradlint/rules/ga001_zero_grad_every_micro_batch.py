@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Role, When
+from gradlint.model.syntax import code
+from gradlint.rules.base import Finding, Rule, show, step_of, via
+
+
+class ZeroGradEveryMicroBatch(Rule):
+    """
+    ## What it does
+    Flags a `zero_grad()` that runs on micro-batches where no optimizer step runs, in a loop that
+    accumulates gradients over K micro-batches.
+
+    ## Why is this bad?
+    Gradient accumulation relies on `.grad` summing over the K micro-batches of a window. Clearing
+    the gradients on every micro-batch (unconditionally, in the `else` of the step gate, in a helper
+    called on every micro-batch, or inside a fixed inner micro-step loop) throws away all but the
+    last micro-batch: the effective batch is one micro-batch, silently. Nothing crashes and the
+    loss still goes down.
+
+    Not flagged: `zero_grad()` at the start of each window (`if i % K == 0:`), after the step inside
+    the gate, before an inner micro-step loop, or on an Accelerate-prepared optimizer inside
+    `accelerator.accumulate()` (Accelerate skips it mid-window). `model.zero_grad()` inside
+    `accumulate()` is flagged: Accelerate does not skip it.
+
+    ## Example
+    ```python
+    for i, (x, y) in enumerate(loader):
+        optimizer.zero_grad()
+        loss = criterion(model(x), y) / accum_steps
+        loss.backward()
+        if (i + 1) % accum_steps == 0:
+            optimizer.step()
+    ```
+
+    ## Use instead
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = criterion(model(x), y) / accum_steps
+        loss.backward()
+        if (i + 1) % accum_steps == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+    """
+
+    code = "GA001"
+    name = "zero-grad-every-micro-batch"
+
+    def check(self, model: ModuleModel) -> Iterator[Finding]:
+        for loop in model.loops:
+            if loop.kind in (LoopKind.GATED, LoopKind.INNER):
+                stepped_every = {
+                    e.spec.optimizer or e.spec.receiver
+                    for e in loop.of_kind(Kind.STEP)
+                    if loop.when(e) is When.EVERY
+                }
+                for event in loop.of_kind(Kind.ZERO_GRAD):
+                    when = loop.when(event)
+                    if when not in (When.EVERY, When.REST) or event.spec.framework is Framework.DEEPSPEED:
+                        continue
+                    receiver = event.spec.receiver
+                    if receiver in stepped_every and receiver not in loop.accumulating_optimizers:
+                        continue  # another optimizer that steps every iteration (GAN-style)
+                    yield Finding(self.code, event.node, self._message(loop, event, when))
+            elif loop.kind is LoopKind.ACCELERATE:
+                for event in loop.of_kind(Kind.ZERO_GRAD):
+                    if loop.when(event) not in (When.EVERY, When.REST):
+                        continue
+                    if model.facts.role(event.spec.receiver) is Role.OPTIMIZER:
+                        continue  # the prepared optimizer: a no-op mid-window
+                    yield Finding(
+                        self.code,
+                        event.node,
+                        f"{show(event)}{via(event)} inside `accelerator.accumulate()` runs on every "
+                        "micro-batch: Accelerate only skips the prepared optimizer's `zero_grad()` "
+                        "mid-window, so the accumulated gradient is wiped; call "
+                        "`optimizer.zero_grad()` instead",
+                    )
+
+    def _message(self, loop, event, when: When) -> str:
+        what = f"{show(event)}{via(event)}"
+        if loop.kind is LoopKind.INNER:
+            return (
+                f"{what} runs on every micro-step of the inner loop, but {step_of(loop)} only "
+                "after it: only the last micro-batch's gradient reaches the step"
+            )
+        if when is When.REST and loop.gate is not None:
+            return (
+                f"{what} runs on the micro-batches where no step runs (when `{code(loop.gate.expr)}` "
+                f"is false): the accumulated gradient is wiped before each step"
+            )
+        return (
+            f"{what} runs on every micro-batch, but {step_of(loop)} only every "
+            f"`{loop.k_text}` micro-batches: the accumulated gradient is wiped before each step"
+        )

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling
+from gradlint.model.syntax import code
+from gradlint.rules.base import Finding, Rule, show, step_of, via
+
+
+class LossNotScaled(Rule):
+    """
+    ## What it does
+    Flags a backward call in an accumulating loop whose loss was never divided by K (nor
+    normalised in another way) when no framework divides it for you.
+
+    ## Why is this bad?
+    With the step gated every K micro-batches, `.grad` holds the *sum* of K micro-batch
+    gradients. Unless each loss is divided by K, the update is K times the large-batch gradient:
+    the effective learning rate is K times what you set, and changing K changes training.
+
+    Not flagged: a loss divided by K (`/ K`, `/= K`, `* (1 / K)`, `.div(K)`, inside
+    `scaler.scale(...)`, through assignments and helper returns), normalised by a token or sample
+    count or a deliberate sum, gradients rescaled after backward (`p.grad /= K`,
+    `multiply_grads`), `accelerator.backward()` when the Accelerator was built with
+    `gradient_accumulation_steps` (it divides), DeepSpeed engines, and a K that changes during
+    training (YOLO-style warm-up), where the scale is managed on purpose. Dividing a copy for
+    logging does not count: only what reaches backward does.
+
+    ## Example
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = criterion(model(x), y)
+        loss.backward()
+        if (i + 1) % accum_steps == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Use instead
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = criterion(model(x), y)
+        (loss / accum_steps).backward()
+        if (i + 1) % accum_steps == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+    """
+
+    code = "GA002"
+    name = "loss-not-scaled"
+
+    def check(self, model: ModuleModel) -> Iterator[Finding]:
+        for loop in model.loops:
+            if loop.kind not in (LoopKind.GATED, LoopKind.INNER) or loop.k is None:
+                continue
+            if loop.k_literal is None and len(loop.loop.frame.scope.assignments.get(loop.k_text, [])) > 1:
+                continue  # K changes during training: the scale is managed by hand
+            if loop.of_kind(Kind.GRAD_RESCALE):
+                continue
+            for event in loop.of_kind(Kind.BACKWARD):
+                if not loop.in_loop(event):
+                    continue
+                framework = event.spec.framework
+                if framework is Framework.DEEPSPEED:
+                    continue
+                divides = model.facts.accelerator_divides(event.spec.receiver)
+                if framework is Framework.ACCELERATE and divides is not False:
+                    continue  # it divides by gradient_accumulation_steps, or we cannot tell
+                provenance = model.provenance(loop, event)
+                if provenance.scaling is not Scaling.RAW:
+                    continue
+                value = code(event.spec.value) if event.spec.value is not None else "the loss"
+                origin = f" ({provenance.how})" if provenance.how else ""
+                yield Finding(
+                    self.code,
+                    event.node,
+                    f"{show(event)}{via(event)} backpropagates `{value}`{origin} undivided, but "
+                    f"{step_of(loop)} runs only every `{loop.k_text}` micro-batches: the update is "
+                    f"`{loop.k_text}` times the large-batch gradient; divide the loss by "
+                    f"`{loop.k_text}`",
+                )

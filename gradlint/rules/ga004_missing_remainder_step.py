@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import libcst as cst
+
+from gradlint.model import Kind, LoopKind, ModuleModel, loop_counter
+from gradlint.model.syntax import code, dotted, last_part, positional
+from gradlint.rules.base import Finding, Rule
+
+
+class MissingRemainderStep(Rule):
+    """
+    ## What it does
+    Flags an epoch loop over a sized iterable (a DataLoader) whose step is gated on
+    `(i + 1) % K == 0` (or an equivalent) with no last-batch clause and no step after the loop.
+
+    ## Why is this bad?
+    When the number of batches is not a multiple of K, the last `len(loader) % K` micro-batches of
+    every epoch never reach an optimizer step. Their gradient either leaks into the next epoch's
+    first window (which then holds more than K micro-batches) or is wiped by the next
+    `zero_grad()`; at the end of training it is simply lost.
+
+    Not flagged: fixed inner micro-step loops, step-bounded loops (`for step in range(max_steps)`,
+    `while`) over infinite iterators, pre-grouped windows, Accelerate's `accumulate()` (its prepared
+    loader forces a sync at the end), global counters that run across epochs, and gates with a
+    clause such as `or (i + 1) == len(loader)`.
+
+    ## Example
+    ```python
+    for i, (x, y) in enumerate(loader):
+        (criterion(model(x), y) / accum_steps).backward()
+        if (i + 1) % accum_steps == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Use instead
+    ```python
+    for i, (x, y) in enumerate(loader):
+        (criterion(model(x), y) / accum_steps).backward()
+        if (i + 1) % accum_steps == 0 or (i + 1) == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+    """
+
+    code = "GA004"
+    name = "missing-remainder-step"
+
+    def check(self, model: ModuleModel) -> Iterator[Finding]:
+        for loop in model.loops:
+            if loop.kind is not LoopKind.GATED or loop.gate is None or loop.gate.periodic is None:
+                continue
+            node = loop.loop.node
+            if not isinstance(node, cst.For) or loop.loop.implicit:
+                continue
+            periodic = loop.gate.periodic
+            counter = loop_counter(loop.loop)
+            if not counter.sized or periodic.has_alternative or periodic.modulus is None:
+                continue
+            if dotted(periodic.counter) not in counter.names:
+                continue  # a global counter: windows run across epochs
+            if any(e.kind is Kind.STEP for e in loop.after):
+                continue  # a flush after the loop
+            iterable = _iterable_text(node)
+            yield Finding(
+                self.code,
+                loop.gate.node or node,
+                f"the step runs only when `{code(loop.gate.expr)}`, with no last-batch clause and "
+                f"no step after the loop: when `len({iterable})` is not a multiple of "
+                f"`{code(periodic.modulus)}`, the epoch's last micro-batches never reach a step "
+                "(their gradient leaks into the next window or is wiped)",
+            )
+
+
+def _iterable_text(node: cst.For) -> str:
+    iterable: cst.BaseExpression = node.iter
+    while isinstance(iterable, cst.Call) and positional(iterable):
+        if last_part(dotted(iterable.func)) == "range":
+            break
+        iterable = positional(iterable)[0]
+    return code(iterable)

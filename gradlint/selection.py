@@ -1,0 +1,47 @@
+"""`--select` / `--ignore`: codes, prefixes and ALL, resolved as ruff does (the most specific
+selector wins; on a tie, ignore wins)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from gradlint.rules import ALL_RULES, Rule
+
+
+class SelectionError(ValueError):
+    pass
+
+
+def _parse(selectors: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for raw in selectors:
+        for part in raw.split(","):
+            part = part.strip().upper()
+            if not part:
+                continue
+            if part != "ALL" and not any(rule.code.startswith(part) for rule in ALL_RULES):
+                raise SelectionError(f"unknown rule selector `{part}` (known: ALL, GA, "
+                                     + ", ".join(r.code for r in ALL_RULES) + ")")
+            out.append(part)
+    return out
+
+
+def _specificity(selector: str, code: str) -> int:
+    if selector == "ALL":
+        return 0
+    return len(selector) if code.startswith(selector) else -1
+
+
+def select_rules(select: Iterable[str] | None, ignore: Iterable[str] = ()) -> list[type[Rule]]:
+    chosen_select = _parse(select) if select is not None else None
+    chosen_ignore = _parse(ignore)
+    rules = []
+    for rule in ALL_RULES:
+        if chosen_select is None:
+            best_select = 0 if rule.default_enabled else -1
+        else:
+            best_select = max((_specificity(s, rule.code) for s in chosen_select), default=-1)
+        best_ignore = max((_specificity(s, rule.code) for s in chosen_ignore), default=-1)
+        if best_select >= 0 and best_select > best_ignore:
+            rules.append(rule)
+    return rules
