@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 import tokenize
@@ -82,8 +83,7 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
     try:
         module = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
-        message = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
-        result.error = FileError(filename, f"syntax error: {message}", exc.raw_line, exc.raw_column + 1)
+        result.error = _syntax_error(source, filename, exc)
         return result
     except RecursionError:
         result.error = FileError(filename, "too deeply nested to parse")
@@ -109,6 +109,29 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
             traceback=traceback.format_exc(),
         )
     return result
+
+
+def _syntax_error(source: str, filename: str, exc: cst.ParserSyntaxError) -> FileError:
+    """CPython's own message and location when it agrees the file is invalid (the one users
+    know); LibCST's when only LibCST rejects it (syntax newer than the installed LibCST)."""
+    try:
+        compile(source, filename, "exec", dont_inherit=True, flags=ast.PyCF_ONLY_AST)
+    except SyntaxError as py_exc:
+        return FileError(filename, f"syntax error: {py_exc.msg}", py_exc.lineno, py_exc.offset)
+    except (ValueError, RecursionError, MemoryError):
+        pass
+    message = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
+    return FileError(filename, f"cannot parse (LibCST {cst_version()}): {message}", exc.raw_line,
+                     exc.raw_column + 1)
+
+
+def cst_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("libcst")
+    except Exception:  # metadata missing in odd installs; the message is still useful
+        return "?"
 
 
 def _locate(module: cst.Module, findings: list[Finding], filename: str) -> list[Diagnostic]:

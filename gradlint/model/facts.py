@@ -61,7 +61,7 @@ class ModuleFacts:
             return Role.ACCELERATOR
         if name == "fabric" or name.endswith("_fabric"):
             return Role.FABRIC
-        if "engine" in name and self.uses_deepspeed:
+        if "engine" in name:
             return Role.ENGINE
         if _OPT_NAME.fullmatch(name):
             return Role.OPTIMIZER

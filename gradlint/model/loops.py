@@ -149,7 +149,7 @@ def loop_counter(info: LoopInfo) -> Counter:
                             text_t = dotted(t.target)
                             if text_t:
                                 names.add(text_t)
-        if not info.chain:
+        if not any(isinstance(n, cst.For | cst.While) for n in info.chain):
             names.update(info.frame.scope.incremented)  # one pass: every counter is the loop's own
     elif info.implicit:
         params = info.frame.scope.params
@@ -206,15 +206,17 @@ def build_loops(walk: WalkResult) -> list[TrainingLoop]:
                 loop.kind = LoopKind.PLAIN
         else:
             window = by_node.get(id(info.chain[-1])) if info.chain else None
-            scope = [e for e in walk.events if window is None or window.node in e.loops]
-            if any(e.kind is Kind.STEP and info.node not in e.loops for e in scope):
+            # The window scope: the enclosing loop's own statements and the micro-step loop,
+            # not sibling loops (an evaluation loop, a second training phase).
+            scope = [e for e in walk.events if e.loops == info.chain or info.node in e.loops]
+            if any(e.kind is Kind.STEP and e.loops == info.chain and e.order > info.end for e in scope):
                 loop.kind = LoopKind.INNER
                 loop.window = window
                 loop.events = scope
                 loop.k = _inner_range_k(info.node)
                 loop.accumulating_optimizers = frozenset(
                     filter(None, (e.spec.optimizer or e.spec.receiver for e in scope
-                                  if e.kind is Kind.STEP and info.node not in e.loops))
+                                  if e.kind is Kind.STEP and e.loops == info.chain))
                 )
         loops.append(loop)
     return loops

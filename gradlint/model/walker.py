@@ -155,8 +155,10 @@ class Walker:
         frame = Frame(self.scopes.get(root), cls)
         state = _State(frame, active=(id(root),))
         body = root.body.body if isinstance(root, cst.FunctionDef) else root.body
-        if isinstance(root, cst.FunctionDef) and cls is not None and root.name.value == "training_step":
-            # Lightning: the trainer calls training_step once per batch, an implicit loop.
+        if isinstance(root, cst.FunctionDef):
+            # A function runs once per call, and a function with a backward outside any loop is
+            # called once per micro-batch by a loop we may not see (another module, Lightning's
+            # trainer calling training_step): its body is an implicit loop.
             info = LoopInfo(root, (), frame, self._tick(), implicit=True)
             self._result.loops.append(info)
             self._block(body, replace(state, loops=(root,)))

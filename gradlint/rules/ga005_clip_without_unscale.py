@@ -23,8 +23,10 @@ class ClipWithoutUnscale(Rule):
 
     ## Example
     ```python
-    scaler.scale(loss).backward()
-    if (i + 1) % accum_steps == 0:
+    for x, y in loader:
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = criterion(model(x), y)
+        scaler.scale(loss).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         scaler.step(optimizer)
         scaler.update()
@@ -33,8 +35,10 @@ class ClipWithoutUnscale(Rule):
 
     ## Use instead
     ```python
-    scaler.scale(loss).backward()
-    if (i + 1) % accum_steps == 0:
+    for x, y in loader:
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = criterion(model(x), y)
+        scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         scaler.step(optimizer)

@@ -1,0 +1,62 @@
+"""Every fixture script is checked twice:
+
+- against its `# expect: GA00N` markers, written by hand: the (line, code) pairs must match
+  exactly, so a missed bug and a false alarm both fail;
+- against its `.expected` snapshot beside it: the exact output (columns and messages).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from gradlint.checker import check_path
+from gradlint.rules import ALL_RULES
+
+from .conftest import FIXTURES, UPDATE_SNAPSHOTS
+
+MARKER = re.compile(r"#\s*expect:\s*([A-Z]{2}\d{3}(?:\s*,\s*[A-Z]{2}\d{3})*)")
+SCRIPTS = sorted(p for p in FIXTURES.rglob("*.py") if "probe" not in p.parts)
+RULES = [rule() for rule in ALL_RULES]
+
+
+def _expected_markers(path: Path) -> set[tuple[int, str]]:
+    out = set()
+    for row, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        match = MARKER.search(line)
+        if match:
+            out.update((row, code.strip()) for code in match.group(1).split(","))
+    return out
+
+
+def _render(path: Path) -> tuple[set[tuple[int, str]], str]:
+    result = check_path(str(path), True, RULES)
+    assert result.error is None, result.error
+    lines = [f"{d.row}:{d.column}: {d.code} {d.message}" for d in result.diagnostics]
+    return {(d.row, d.code) for d in result.diagnostics}, "".join(f"{line}\n" for line in lines)
+
+
+def test_fixtures_exist() -> None:
+    assert len(SCRIPTS) >= 20
+    assert any(p.parent.name == "clean" for p in SCRIPTS)
+    for rule in ALL_RULES:
+        assert any(p.parent.name == rule.code for p in SCRIPTS), f"no fixture for {rule.code}"
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(FIXTURES)))
+def test_fixture(path: Path) -> None:
+    found, rendered = _render(path)
+    expected = _expected_markers(path)
+    if path.parent.name == "clean":
+        assert not expected, "clean fixtures carry no markers"
+    else:
+        assert any(code == path.parent.name for _, code in expected), "a bug fixture must expect its own rule"
+    assert sorted(found) == sorted(expected)
+
+    snapshot = path.with_suffix(".expected")
+    if UPDATE_SNAPSHOTS:
+        snapshot.write_text(rendered, encoding="utf-8")
+    assert snapshot.exists(), f"missing snapshot {snapshot.name} (run with GRADLINT_UPDATE_SNAPSHOTS=1)"
+    assert rendered == snapshot.read_text(encoding="utf-8")

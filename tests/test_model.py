@@ -1,0 +1,305 @@
+"""The training-loop model, tested directly: gates, K, loop kinds, loss provenance, helpers."""
+
+from __future__ import annotations
+
+import textwrap
+
+import libcst as cst
+import pytest
+
+from gradlint.model import Kind, LoopKind, Scaling, When, build_model, loop_counter
+from gradlint.model.gates import Phase, periodicity
+from gradlint.model.syntax import code
+
+
+def _expr(text: str) -> cst.BaseExpression:
+    return cst.parse_expression(text)
+
+
+def _no_names(name: str) -> list:
+    return []
+
+
+@pytest.mark.parametrize(
+    ("condition", "phase", "modulus", "counter"),
+    [
+        ("(i + 1) % K == 0", Phase.ONCE, "K", "i"),
+        ("not (i + 1) % K", Phase.ONCE, "K", "i"),
+        ("(i + 1) % K != 0", Phase.REST, "K", "i"),
+        ("(i + 1) % K", Phase.REST, "K", "i"),
+        ("i % args.gradient_accumulation_steps == 0", Phase.ONCE, "args.gradient_accumulation_steps", "i"),
+        ("0 == step % self.accum", Phase.ONCE, "self.accum", "step"),
+        ("(step + 1) % K == 0 or step == len(loader) - 1", Phase.ONCE, "K", "step"),
+        ("(step + 1) % K == 0 and epoch > 0", Phase.ONCE, "K", "step"),
+        ("ni - last_opt_step >= accumulate", Phase.ONCE, "accumulate", "ni"),
+        ("accelerator.sync_gradients", Phase.ONCE, None, None),
+        ("not accelerator.sync_gradients", Phase.REST, None, None),
+        ("is_update", Phase.ONCE, None, None),
+        ("self.is_accumulating", Phase.REST, None, None),
+        ("engine.is_gradient_accumulation_boundary()", Phase.ONCE, None, None),
+    ],
+)
+def test_periodic_conditions(condition: str, phase: Phase, modulus: str | None, counter: str | None) -> None:
+    found = periodicity(_expr(condition), _no_names)
+    assert found is not None
+    assert found.phase is phase
+    assert (code(found.modulus) if found.modulus is not None else None) == modulus
+    assert (code(found.counter) if found.counter is not None else None) == counter
+
+
+@pytest.mark.parametrize(
+    "condition",
+    ["args.clip > 0", "scaler is not None", "use_amp", "epoch == 0", "global_step >= max_steps", "x % 2"[:1]],
+)
+def test_non_periodic_conditions(condition: str) -> None:
+    assert periodicity(_expr(condition), _no_names) is None
+
+
+def test_last_batch_clause_is_recorded() -> None:
+    found = periodicity(_expr("(i + 1) % K == 0 or (i + 1) == len(loader)"), _no_names)
+    assert found is not None and found.has_alternative
+    found = periodicity(_expr("(i + 1) % K == 0"), _no_names)
+    assert found is not None and not found.has_alternative
+
+
+def _model(source: str):
+    return build_model(cst.parse_module(textwrap.dedent(source)))
+
+
+def _only_loop(source: str):
+    loops = [loop for loop in _model(source).loops if loop.of_kind(Kind.BACKWARD)]
+    assert len(loops) == 1, [loop.kind for loop in loops]
+    return loops[0]
+
+
+def test_flag_computed_first_is_the_gate() -> None:
+    loop = _only_loop("""
+        for step, batch in enumerate(loader):
+            is_update = (step + 1) % accum_iter == 0
+            loss = model(batch) / accum_iter
+            loss.backward()
+            if is_update:
+                optimizer.step()
+                optimizer.zero_grad()
+    """)
+    assert loop.kind is LoopKind.GATED
+    assert loop.k_text == "accum_iter"
+    assert {e.kind: loop.when(e) for e in loop.events} == {
+        Kind.BACKWARD: When.EVERY, Kind.STEP: When.ONCE, Kind.ZERO_GRAD: When.ONCE,
+    }
+
+
+def test_modular_counter_gate() -> None:
+    loop = _only_loop("""
+        acc = 0
+        for batch in loader:
+            (model(batch) / K).backward()
+            acc = (acc + 1) % K
+            if acc == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    """)
+    assert loop.kind is LoopKind.GATED and loop.k_text == "K"
+
+
+def test_early_continue_gates_what_follows() -> None:
+    loop = _only_loop("""
+        for i, batch in enumerate(loader):
+            (model(batch) / K).backward()
+            if (i + 1) % K != 0:
+                continue
+            optimizer.step()
+            optimizer.zero_grad()
+    """)
+    assert loop.kind is LoopKind.GATED
+    assert all(loop.when(e) is When.ONCE for e in loop.events if e.kind is not Kind.BACKWARD)
+
+
+def test_break_does_not_gate() -> None:
+    loop = _only_loop("""
+        for i, batch in enumerate(loader):
+            if i >= max_steps:
+                break
+            model(batch).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    """)
+    assert loop.kind is LoopKind.PLAIN
+
+
+def test_else_branch_runs_on_the_rest() -> None:
+    loop = _only_loop("""
+        for i, batch in enumerate(loader):
+            (model(batch) / K).backward()
+            if (i + 1) % K == 0:
+                optimizer.step()
+            else:
+                optimizer.zero_grad()
+    """)
+    [zero] = loop.of_kind(Kind.ZERO_GRAD)
+    assert loop.when(zero) is When.REST
+
+
+def test_inner_micro_step_loop() -> None:
+    loop = _only_loop("""
+        while True:
+            optimizer.zero_grad(set_to_none=True)
+            for micro_step in range(gradient_accumulation_steps):
+                loss = model(x) / gradient_accumulation_steps
+                scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+    """)
+    assert loop.kind is LoopKind.INNER
+    assert loop.k_text == "gradient_accumulation_steps"
+    assert [loop.when(e) for e in loop.of_kind(Kind.ZERO_GRAD, Kind.CLIP)] == [When.ONCE, When.ONCE]
+
+
+def test_helpers_in_the_same_module_are_followed() -> None:
+    model = _model("""
+        class Trainer:
+            def train_step(self, batch):
+                loss = self.model(batch)
+                loss.backward()
+
+            def optimizer_step(self):
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+
+            def fit(self, loader):
+                for i, batch in enumerate(loader):
+                    self.train_step(batch)
+                    if (i + 1) % self.accum == 0:
+                        self.optimizer_step()
+    """)
+    [loop] = [loop for loop in model.loops if loop.kind is LoopKind.GATED]
+    assert loop.k_text == "self.accum"
+    [backward] = loop.of_kind(Kind.BACKWARD)
+    assert backward.frame.via  # reached through train_step()
+    assert model.provenance(loop, backward).scaling is Scaling.RAW
+
+
+def test_gate_passed_into_a_helper_as_a_flag() -> None:
+    model = _model("""
+        def step_if(update, optimizer):
+            if update:
+                optimizer.step()
+                optimizer.zero_grad()
+
+        def train(loader):
+            for i, batch in enumerate(loader):
+                (model(batch) / K).backward()
+                step_if((i + 1) % K == 0, optimizer)
+    """)
+    [loop] = [loop for loop in model.loops if loop.kind is LoopKind.GATED]
+    assert loop.k_text == "K"
+
+
+@pytest.mark.parametrize(
+    ("statement", "scaling"),
+    [
+        ("loss.backward()", Scaling.RAW),
+        ("(loss / K).backward()", Scaling.DIVIDED),
+        ("(loss * (1 / K)).backward()", Scaling.DIVIDED),
+        ("loss.div(K).backward()", Scaling.DIVIDED),
+        ("scaler.scale(loss / K).backward()", Scaling.DIVIDED),
+        ("scaler.scale(loss).backward()", Scaling.RAW),
+        ("(loss_sum / num_items_in_batch).backward()", Scaling.DIVIDED),
+        ("(loss * weight).backward()", Scaling.NORMALISED),
+        ("loss.sum().backward()", Scaling.NORMALISED),
+    ],
+)
+def test_provenance_of_the_backpropagated_value(statement: str, scaling: Scaling) -> None:
+    model = _model(f"""
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y)
+            {statement}
+            if (i + 1) % K == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    """)
+    [loop] = model.loops
+    [backward] = loop.of_kind(Kind.BACKWARD)
+    assert model.provenance(loop, backward).scaling is scaling
+
+
+def test_division_on_a_logging_copy_does_not_count() -> None:
+    model = _model("""
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y)
+            log_loss = loss / K
+            loss.backward()
+            if (i + 1) % K == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    """)
+    [loop] = model.loops
+    [backward] = loop.of_kind(Kind.BACKWARD)
+    assert model.provenance(loop, backward).scaling is Scaling.RAW
+
+
+def test_augmented_division_and_helper_return() -> None:
+    model = _model("""
+        def compute(model, batch, k):
+            return model(batch).loss / k
+
+        for i, batch in enumerate(loader):
+            loss = compute(model, batch, K)
+            loss.backward()
+            other = model(batch).loss
+            other /= K
+            other.backward()
+            if (i + 1) % K == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    """)
+    [loop] = [loop for loop in model.loops if loop.kind is LoopKind.GATED]
+    assert [model.provenance(loop, b).scaling for b in loop.of_kind(Kind.BACKWARD)] == [
+        Scaling.DIVIDED, Scaling.DIVIDED,
+    ]
+
+
+def test_loop_counter_enumerate_start_and_sized() -> None:
+    model = _model("""
+        for epoch in range(3):
+            for i, batch in enumerate(tqdm(train_loader), start=1):
+                (model(batch) / K).backward()
+                if i % K == 0:
+                    optimizer.step()
+    """)
+    [loop] = model.loops
+    counter = loop_counter(loop.loop)
+    assert counter.names == frozenset({"i"}) and counter.start == 1 and counter.sized
+
+
+@pytest.mark.parametrize("iterable", ["range(max_steps)", "itertools.cycle(loader)", "iter(loader)"])
+def test_loop_counter_not_sized(iterable: str) -> None:
+    model = _model(f"""
+        for i, batch in enumerate({iterable}):
+            (model(batch) / K).backward()
+            if (i + 1) % K == 0:
+                optimizer.step()
+    """)
+    [loop] = model.loops
+    assert not loop_counter(loop.loop).sized
+
+
+def test_framework_kinds() -> None:
+    model = _model("""
+        import deepspeed
+
+        accelerator = Accelerator(gradient_accumulation_steps=4)
+        for batch in loader:
+            with accelerator.accumulate(model):
+                accelerator.backward(model(batch).loss)
+                optimizer.step()
+                optimizer.zero_grad()
+
+        for batch in loader:
+            loss = engine(batch)
+            engine.backward(loss)
+            engine.step()
+    """.replace("engine", "model_engine"))
+    assert sorted(loop.kind.value for loop in model.loops) == ["accelerate", "engine"]

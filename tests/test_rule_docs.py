@@ -1,0 +1,51 @@
+"""Each rule's docstring carries its own examples (Fixit-style): the `Example` block must trigger
+the rule and the `Use instead` block must not. The docs pages are generated from the same text."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from gradlint.checker import check_source
+from gradlint.docs import render_rule_page
+from gradlint.rules import ALL_RULES, Rule
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"## (Example|Use instead)\n.*?```python\n(.*?)```", re.S)
+
+
+def _blocks(rule: type[Rule]) -> dict[str, str]:
+    return {title: body for title, body in BLOCK.findall(rule.documentation())}
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.code)
+def test_docstring_sections(rule: type[Rule]) -> None:
+    doc = rule.documentation()
+    for section in ("## What it does", "## Why is this bad?", "## Example", "## Use instead"):
+        assert section in doc, f"{rule.code} lacks {section}"
+    assert rule.summary()
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.code)
+def test_example_is_flagged_and_fix_is_clean(rule: type[Rule]) -> None:
+    blocks = _blocks(rule)
+    bad = check_source(blocks["Example"], "example.py", [rule()])
+    good = check_source(blocks["Use instead"], "use_instead.py", [rule()])
+    assert [d.code for d in bad.diagnostics] == [rule.code]
+    assert good.diagnostics == []
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.code)
+def test_docs_page_matches_docstring(rule: type[Rule]) -> None:
+    page = ROOT / "docs" / "rules" / f"{rule.code}.md"
+    assert page.exists(), "run `python -m gradlint.docs` to generate docs/rules/"
+    assert page.read_text(encoding="utf-8") == render_rule_page(rule), (
+        f"{page} is out of date: run `python -m gradlint.docs`"
+    )
+
+
+def test_codes_and_names_are_unique() -> None:
+    assert len({r.code for r in ALL_RULES}) == len(ALL_RULES)
+    assert len({r.name for r in ALL_RULES}) == len(ALL_RULES)
