@@ -19,6 +19,15 @@ def render_rule_page(rule: type[Rule]) -> str:
     )
 
 
+def render_rule_table() -> str:
+    """The README's rule table rows."""
+    rows = []
+    for rule in ALL_RULES:
+        note = "" if rule.default_enabled else " (off by default)"
+        rows.append(f"| [{rule.code}](docs/rules/{rule.code}.md) | {rule.name} | {rule.summary()}{note} |")
+    return "\n".join(rows)
+
+
 def write_pages(root: Path) -> list[Path]:
     out = []
     folder = root / "docs" / "rules"

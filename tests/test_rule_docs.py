@@ -49,3 +49,9 @@ def test_docs_page_matches_docstring(rule: type[Rule]) -> None:
 def test_codes_and_names_are_unique() -> None:
     assert len({r.code for r in ALL_RULES}) == len(ALL_RULES)
     assert len({r.name for r in ALL_RULES}) == len(ALL_RULES)
+
+
+def test_readme_rule_table_is_current() -> None:
+    from gradlint.docs import render_rule_table
+
+    assert render_rule_table() in (ROOT / "README.md").read_text(encoding="utf-8")

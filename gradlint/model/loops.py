@@ -86,6 +86,14 @@ class TrainingLoop:
         return code(self.k) if self.k is not None else "K"
 
     @property
+    def k_phrase(self) -> str:
+        """K for messages: `grad_accum` as code, a literal as a plain number."""
+        literal = self.k_literal
+        if literal is not None and literal.is_integer():
+            return str(int(literal))
+        return f"`{self.k_text}`"
+
+    @property
     def k_literal(self) -> float | None:
         return number(self.k)
 

@@ -94,5 +94,5 @@ class ZeroGradEveryMicroBatch(Rule):
             )
         return (
             f"{what} runs on every micro-batch, but {step_of(loop)} only every "
-            f"`{loop.k_text}` micro-batches: the accumulated gradient is wiped before each step"
+            f"{loop.k_phrase} micro-batches: the accumulated gradient is wiped before each step"
         )

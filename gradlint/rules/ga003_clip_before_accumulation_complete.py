@@ -54,7 +54,7 @@ class ClipBeforeAccumulationComplete(Rule):
                             self.code,
                             event.node,
                             f"{show(event)}{via(event)} runs on {where}, but {step_of(loop)} only "
-                            f"every `{loop.k_text}`: it clips a partial gradient; clip once, just "
+                            f"every {loop.k_phrase} micro-batches: it clips a partial gradient; clip once, just "
                             "before the step",
                         )
             elif loop.kind is LoopKind.ACCELERATE:
