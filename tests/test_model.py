@@ -303,3 +303,30 @@ def test_framework_kinds() -> None:
             engine.step()
     """.replace("engine", "model_engine"))
     assert sorted(loop.kind.value for loop in model.loops) == ["accelerate", "engine"]
+
+
+def test_gan_with_a_discriminator_stepping_every_batch_is_mixed() -> None:
+    loop = _only_loop("""
+        for i, real in enumerate(loader):
+            opt_d.zero_grad()
+            d_loss = criterion(D(real), ones)
+            d_loss.backward()
+            opt_d.step()
+            if i % n_critic == 0:
+                opt_g.zero_grad()
+                criterion(D(G(z)), ones).backward()
+                opt_g.step()
+    """)
+    assert loop.kind is LoopKind.GATED and loop.mixed
+    assert [code(e.spec.value) for e in loop.accumulating_backwards()] == ["d_loss"]
+
+
+def test_training_only_every_kth_batch_accumulates_nothing() -> None:
+    loop = _only_loop("""
+        for i, batch in enumerate(loader):
+            if i % 4 == 0:
+                model(batch).backward()
+                optimizer.step()
+                optimizer.zero_grad()
+    """)
+    assert loop.kind is LoopKind.PLAIN

@@ -53,6 +53,17 @@ class TrainingLoop:
     accumulating_optimizers: frozenset[str] = frozenset()
 
     @property
+    def mixed(self) -> bool:
+        """Another optimizer steps on every iteration (a GAN's discriminator): which backward
+        feeds which optimizer is then beyond a static look."""
+        return any(self.when(e) is When.EVERY for e in self.of_kind(Kind.STEP))
+
+    def accumulating_backwards(self) -> list[Event]:
+        """Backward calls that run more often than the step: the ones whose gradients add up."""
+        return [e for e in self.of_kind(Kind.BACKWARD)
+                if self.in_loop(e) and self.when(e) in (When.EVERY, When.REST)]
+
+    @property
     def depth(self) -> int:
         return len(self.loop.chain)
 
@@ -203,6 +214,9 @@ def build_loops(walk: WalkResult) -> list[TrainingLoop]:
             loop.kind = LoopKind.ACCELERATE
         elif steps:
             gate, gated = _gate_of(loop, steps)
+            loop.kind = LoopKind.GATED  # provisionally, so that `when` reads the gate
+            if gate is not None and all(loop.when(b) is When.ONCE for b in backwards):
+                gate = None  # backward and step both run once per K batches: nothing accumulates
             if gate is not None:
                 loop.kind = LoopKind.GATED
                 loop.gate = gate

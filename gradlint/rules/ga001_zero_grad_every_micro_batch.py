@@ -62,8 +62,8 @@ class ZeroGradEveryMicroBatch(Rule):
                     if when not in (When.EVERY, When.REST) or event.spec.framework is Framework.DEEPSPEED:
                         continue
                     receiver = event.spec.receiver
-                    if receiver in stepped_every and receiver not in loop.accumulating_optimizers:
-                        continue  # another optimizer that steps every iteration (GAN-style)
+                    if stepped_every and receiver not in loop.accumulating_optimizers:
+                        continue  # GAN-style: another optimizer steps every iteration
                     yield Finding(self.code, event.node, self._message(loop, event, when))
             elif loop.kind is LoopKind.ACCELERATE:
                 for event in loop.of_kind(Kind.ZERO_GRAD):

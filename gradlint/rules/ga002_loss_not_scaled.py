@@ -56,11 +56,9 @@ class LossNotScaled(Rule):
                 continue
             if loop.k_literal is None and len(loop.loop.frame.scope.assignments.get(loop.k_text, [])) > 1:
                 continue  # K changes during training: the scale is managed by hand
-            if loop.of_kind(Kind.GRAD_RESCALE):
+            if loop.of_kind(Kind.GRAD_RESCALE) or loop.mixed:
                 continue
-            for event in loop.of_kind(Kind.BACKWARD):
-                if not loop.in_loop(event):
-                    continue
+            for event in loop.accumulating_backwards():
                 framework = event.spec.framework
                 if framework is Framework.DEEPSPEED:
                     continue

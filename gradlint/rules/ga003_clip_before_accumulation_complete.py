@@ -45,7 +45,7 @@ class ClipBeforeAccumulationComplete(Rule):
 
     def check(self, model: ModuleModel) -> Iterator[Finding]:
         for loop in model.loops:
-            if loop.kind in (LoopKind.GATED, LoopKind.INNER):
+            if loop.kind in (LoopKind.GATED, LoopKind.INNER) and not loop.mixed:
                 for event in loop.of_kind(Kind.CLIP):
                     if loop.when(event) in (When.EVERY, When.REST):
                         inner = loop.kind is LoopKind.INNER
