@@ -12,7 +12,7 @@ import libcst as cst
 from gradlint.model.events import EventSpec, Framework, Kind
 from gradlint.model.facts import ModuleFacts, Role, collect_facts
 from gradlint.model.gates import Phase
-from gradlint.model.loops import Counter, LoopKind, TrainingLoop, When, build_loops, loop_counter
+from gradlint.model.loops import Counter, LoopKind, TrainingLoop, When, build_loops, loop_counter, loop_iterable
 from gradlint.model.provenance import Provenance, Scaling, trace
 from gradlint.model.scopes import ScopeCache
 from gradlint.model.walker import Event, Guard, Walker, iter_roots
@@ -49,4 +49,5 @@ __all__ = [
     "Counter", "Event", "EventSpec", "Framework", "Guard", "Kind", "LoopKind", "ModuleFacts",
     "ModuleModel", "Phase", "Provenance", "Role", "Scaling", "TrainingLoop", "When", "build_model",
     "loop_counter",
+    "loop_iterable",
 ]

@@ -158,7 +158,10 @@ def _boolean(
     found = left or right
     if found is None:
         return None
-    if isinstance(expr.operator, cst.Or) and found.phase is Phase.ONCE:
-        # `(i + 1) % K == 0 or i + 1 == len(loader)`: the other operand is a last-batch clause.
+    # `(i + 1) % K == 0 or i + 1 == len(loader)`: the other operand is a last-batch clause;
+    # `(i + 1) % K != 0 and i + 1 != len(loader)` is the same clause negated (De Morgan).
+    once_or = isinstance(expr.operator, cst.Or) and found.phase is Phase.ONCE
+    rest_and = isinstance(expr.operator, cst.And) and found.phase is Phase.REST
+    if once_or or rest_and:
         return Periodicity(found.phase, found.modulus, found.counter, found.offset, True)
     return found

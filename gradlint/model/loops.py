@@ -122,13 +122,32 @@ def _inner_range_k(loop: cst.CSTNode) -> cst.BaseExpression | None:
     return None
 
 
+# Wrappers whose result is commonly bound to a name first: `it = tqdm(enumerate(loader))`.
+_ITER_WRAPPERS = {"enumerate", "tqdm", "trange", "iter", "cycle", "islice", "zip", "track"}
+
+
+def loop_iterable(info: LoopInfo) -> cst.BaseExpression | None:
+    """What a for loop iterates, seeing through one name bound to a wrapper call."""
+    node = info.node
+    if not isinstance(node, cst.For):
+        return None
+    name = dotted(node.iter)
+    if name is not None and not isinstance(node.iter, cst.Call):
+        values = info.frame.scope.assignments.get(name, [])
+        if len(values) == 1 and values[0].index is None and isinstance(values[0].value, cst.Call):
+            call = values[0].value
+            if last_part(dotted(call.func)) in _ITER_WRAPPERS:
+                return call
+    return node.iter
+
+
 def loop_counter(info: LoopInfo) -> Counter:
     node = info.node
     names: set[str] = set()
     start = 0.0
     sized = False
-    if isinstance(node, cst.For):
-        iterable: cst.BaseExpression = node.iter
+    iterable = loop_iterable(info)
+    if isinstance(node, cst.For) and iterable is not None:
         target = node.target
         while isinstance(iterable, cst.Call):
             name = last_part(dotted(iterable.func))

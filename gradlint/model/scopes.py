@@ -15,6 +15,7 @@ class Assignment:
     value: cst.BaseExpression
     operator: cst.BaseAugOp | None = None  # `loss /= K`
     index: int | None = None  # position in a tuple target: `loss, logs = f()`
+    in_loop: bool = False  # under a for/while of the same function: the value changes as it runs
 
 
 @dataclass
@@ -43,14 +44,22 @@ class _ScopeCollector(cst.CSTVisitor):
         self.scope = scope
         self.root = root
         self.order = 0
+        self.loop_depth = 0
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         self.order += 1
+        if isinstance(node, cst.For | cst.While):
+            self.loop_depth += 1
         if isinstance(node, cst.Call):
             self.scope.call_order[id(node)] = self.order
         if node is not self.root and isinstance(node, cst.FunctionDef | cst.ClassDef | cst.Lambda):
             return False
         return super().on_visit(node)
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        if isinstance(original_node, cst.For | cst.While):
+            self.loop_depth -= 1
+        super().on_leave(original_node)
 
     def _add(self, target: cst.BaseExpression, value: cst.BaseExpression,
              operator: cst.BaseAugOp | None = None, index: int | None = None) -> None:
@@ -64,7 +73,8 @@ class _ScopeCollector(cst.CSTVisitor):
         name = dotted(target)
         if name is None:
             return
-        self.scope.assignments.setdefault(name, []).append(Assignment(self.order, value, operator, index))
+        assignment = Assignment(self.order, value, operator, index, self.loop_depth > 0)
+        self.scope.assignments.setdefault(name, []).append(assignment)
         if operator is None and isinstance(value, cst.Integer) and value.value == "0":
             self.scope.zeroed.setdefault(name, []).append(self.order)
         if isinstance(operator, cst.AddAssign):

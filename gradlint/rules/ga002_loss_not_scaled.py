@@ -54,8 +54,9 @@ class LossNotScaled(Rule):
         for loop in model.loops:
             if loop.kind not in (LoopKind.GATED, LoopKind.INNER) or loop.k is None:
                 continue
-            if loop.k_literal is None and len(loop.loop.frame.scope.assignments.get(loop.k_text, [])) > 1:
-                continue  # K changes during training: the scale is managed by hand
+            k_assignments = loop.loop.frame.scope.assignments.get(loop.k_text, [])
+            if loop.k_literal is None and any(a.in_loop for a in k_assignments):
+                continue  # K changes during training (YOLO warm-up): the scale is managed by hand
             if loop.of_kind(Kind.GRAD_RESCALE) or loop.mixed:
                 continue
             for event in loop.accumulating_backwards():

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from gradlint.model import Kind, LoopKind, ModuleModel, loop_counter
+from gradlint.model import Kind, LoopKind, ModuleModel, loop_counter, loop_iterable
 from gradlint.model.syntax import code, dotted, last_part, positional
 from gradlint.rules.base import Finding, Rule
 
@@ -63,7 +63,7 @@ class MissingRemainderStep(Rule):
                 continue  # a global counter: windows run across epochs
             if any(e.kind is Kind.STEP for e in loop.after):
                 continue  # a flush after the loop
-            iterable = _iterable_text(node)
+            iterable = _iterable_text(loop_iterable(loop.loop) or node.iter)
             yield Finding(
                 self.code,
                 loop.gate.node or node,
@@ -74,8 +74,7 @@ class MissingRemainderStep(Rule):
             )
 
 
-def _iterable_text(node: cst.For) -> str:
-    iterable: cst.BaseExpression = node.iter
+def _iterable_text(iterable: cst.BaseExpression) -> str:
     while isinstance(iterable, cst.Call) and positional(iterable):
         if last_part(dotted(iterable.func)) == "range":
             break

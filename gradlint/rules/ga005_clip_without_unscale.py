@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, When
@@ -19,7 +20,9 @@ class ClipWithoutUnscale(Rule):
     is clipped to a tiny norm, which looks like a learning-rate problem, not a bug.
 
     Not flagged: `accelerator.clip_grad_norm_` and Lightning's `self.clip_gradients` (they unscale
-    first), and an `unscale_` under the same condition as the clip (`if args.clip: unscale_; clip`).
+    first), and an `unscale_` under the same condition as the clip (`if args.clip: unscale_; clip`)
+    or under a mixed-precision condition (`if args.amp: scaler.unscale_(optimizer)`). An `unscale_`
+    under another condition (`if args.log_grad_norm:`) does not cover a clip that runs without it.
 
     ## Example
     ```python
@@ -62,10 +65,8 @@ class ClipWithoutUnscale(Rule):
                     continue
                 if any(_covers(u, clip) for u in loop.of_kind(Kind.UNSCALE) if u.order < clip.order):
                     continue
-                after = any(u.order > clip.order for u in loop.of_kind(Kind.UNSCALE))
                 scaler = sorted(scalers)[0]
-                reason = (f"`{scaler}.unscale_()` only runs after it" if after
-                          else f"no `{scaler}.unscale_()` runs before it")
+                reason = _reason(loop.of_kind(Kind.UNSCALE), clip, scaler)
                 yield Finding(
                     self.code,
                     clip.node,
@@ -75,11 +76,28 @@ class ClipWithoutUnscale(Rule):
                 )
 
 
-def _gates(event: Event) -> set[tuple[str, bool]]:
-    return {(code(g.expr), g.negated) for g in event.guards if g.periodic is not None}
+# Conditions about mixed precision itself (`if args.amp:`, `if scaler is not None:`) hold
+# whenever the scaler is live, so an unscale under one of them covers any clip.
+_AMP_WORDS = re.compile(r"(?i)amp|scaler|fp16|half|mixed|precision|autocast")
+
+
+def _conditions(event: Event) -> set[tuple[str, bool]]:
+    return {(code(g.expr), g.negated) for g in event.guards if not g.exceptional}
 
 
 def _covers(unscale: Event, clip: Event) -> bool:
-    """The unscale runs whenever the clip does, as far as window gates go (other conditions,
-    like `if args.amp:`, are trusted to agree)."""
-    return _gates(unscale) <= _gates(clip)
+    """The unscale runs whenever the clip does: every condition it runs under also guards the
+    clip, unless the condition is about mixed precision (trusted to agree with the scaler)."""
+    extra = _conditions(unscale) - _conditions(clip)
+    return all(_AMP_WORDS.search(text) for text, _ in extra)
+
+
+def _reason(unscales: list[Event], clip: Event, scaler: str) -> str:
+    earlier = [u for u in unscales if u.order < clip.order]
+    if earlier:
+        missing = sorted(_conditions(earlier[0]) - _conditions(clip))
+        text, negated = missing[0]
+        return f"the `{scaler}.unscale_()` before it runs only when `{'not ' if negated else ''}{text}`"
+    if unscales:
+        return f"`{scaler}.unscale_()` only runs after it"
+    return f"no `{scaler}.unscale_()` runs before it"

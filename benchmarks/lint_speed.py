@@ -1,0 +1,92 @@
+"""Lint speed: gradlint beside ruff (and TorchFix / Fixit when installed) on a real tree.
+
+    python benchmarks/lint_speed.py [TREE ...] [--runs 3]
+
+The default trees are ones every machine with the test extra has: the installed torch package
+and the Python standard library (thousands of real files). Runs alternate between tools so that
+machine noise hits each equally; the table shows medians. Wall time is what a user waits; CPU is
+user+system time of the child processes; peak memory is the largest child's maximum RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def default_trees() -> list[Path]:
+    trees = [Path(sysconfig.get_paths()["stdlib"])]
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("torch")
+        if spec and spec.origin:
+            trees.insert(0, Path(spec.origin).parent)
+    except (ImportError, ValueError):
+        pass
+    return trees
+
+
+def count_files(trees: Sequence[Path]) -> int:
+    return sum(1 for tree in trees for _ in tree.rglob("*.py"))
+
+
+def measure(command: list[str]) -> tuple[float, float, float, int]:
+    """(wall s, cpu s, peak RSS MiB, exit code) of one run, children only."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, after.ru_maxrss / 1024, proc.returncode
+
+
+def tools(trees: Sequence[Path]) -> dict[str, list[str]]:
+    paths = [str(t) for t in trees]
+    found = {"gradlint": [sys.executable, "-m", "gradlint", "check", "--exit-zero", *paths]}
+    if shutil.which("ruff"):
+        found["ruff (defaults, no cache)"] = ["ruff", "check", "--isolated", "--no-cache", "--exit-zero", *paths]
+    if shutil.which("torchfix"):
+        found["torchfix"] = ["torchfix", *paths]
+    if shutil.which("fixit"):
+        found["fixit"] = ["fixit", "lint", *paths]
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("trees", nargs="*", type=Path)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    trees = args.trees or default_trees()
+    commands = tools(trees)
+    print(f"trees: {', '.join(map(str, trees))}")
+    print(f"files: {count_files(trees)} *.py; {os.cpu_count()} cores; {args.runs} runs each, alternating")
+    samples: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name in commands}
+    for _ in range(args.runs):
+        for name, command in commands.items():
+            samples[name].append(measure(command))
+    ruff = next((n for n in samples if n.startswith("ruff")), None)
+    ruff_wall = statistics.median(s[0] for s in samples[ruff]) if ruff else None
+    print("\n| tool | wall (median) | CPU | peak RSS | vs ruff | exit |")
+    print("|---|---|---|---|---|---|")
+    for name, runs in samples.items():
+        wall = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
+        rss = max(r[2] for r in runs)
+        ratio = f"{wall / ruff_wall:.2f}x" if ruff_wall else "n/a"
+        print(f"| {name} | {wall:.2f} s | {cpu:.2f} s | {rss:.0f} MiB | {ratio} | {runs[-1][3]} |")
+
+
+if __name__ == "__main__":
+    main()
