@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
@@ -17,12 +18,17 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from gradlint.diagnostics import Diagnostic, FileError, FileWarning
 from gradlint.model import build_model
 from gradlint.rules import Finding, Rule
+from gradlint.suppression import scan as scan_suppressions
+
+if TYPE_CHECKING:
+    from gradlint.notebooks import Notebook
 
 MAX_BYTES = 10 * 1024 * 1024
 # Every gradient event the rules start from is a call whose source contains one of these words
 # (`.backward(`, `accelerator.backward(`, `manual_backward(`, `update_grad=`): a file without
 # them has no training loop to report on, and is not parsed at all.
 _MAY_HAVE_LOOP = re.compile(r"backward|update_grad")
+_MAY_HAVE_NOQA = re.compile(r"noqa", re.IGNORECASE)
 
 
 @dataclass
@@ -31,6 +37,12 @@ class FileResult:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     error: FileError | None = None
     warning: FileWarning | None = None
+    warnings: list[FileWarning] = field(default_factory=list)  # e.g. a noqa comment naming an unknown code
+    source: str | None = None  # kept only for files with diagnostics, for source excerpts
+    notebook: Notebook | None = None
+
+    def all_warnings(self) -> list[FileWarning]:
+        return ([self.warning] if self.warning is not None else []) + self.warnings
 
 
 def decode(data: bytes, filename: str) -> tuple[str | None, FileError | None]:
@@ -79,6 +91,8 @@ def read(path: str) -> tuple[str | None, FileError | None]:
 def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: bool = False) -> FileResult:
     result = FileResult(filename)
     if not _MAY_HAVE_LOOP.search(source):
+        if _MAY_HAVE_NOQA.search(source):
+            _suppress(result, source)
         return result
     try:
         module = cst.parse_module(source)
@@ -99,6 +113,7 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
                     seen.add(key)
                     findings.append(finding)
         result.diagnostics = _locate(module, findings, filename)
+        _suppress(result, source)
     except RecursionError:
         result.error = FileError(filename, "too deeply nested to analyse")
     except Exception as exc:  # one file's bug must not stop the others
@@ -109,6 +124,15 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
             traceback=traceback.format_exc(),
         )
     return result
+
+
+def _suppress(result: FileResult, source: str) -> None:
+    """Drop what `# noqa` comments suppress; warn about suppressions naming unknown codes."""
+    suppressions = scan_suppressions(source)
+    result.diagnostics = [d for d in result.diagnostics if not suppressions.suppresses(d)]
+    result.warnings.extend(FileWarning(result.filename, w.message, w.row) for w in suppressions.warnings)
+    if result.diagnostics:
+        result.source = source
 
 
 def _syntax_error(source: str, filename: str, exc: cst.ParserSyntaxError) -> FileError:
@@ -151,7 +175,33 @@ def check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool =
     source, error = read(path)
     if error is not None or source is None:
         return FileResult(path, error=error)
+    if path.endswith(".ipynb"):
+        return check_notebook(source, path, explicit, rules, verbose)
     if not source.strip():
         warning = FileWarning(path, "empty file, nothing to check") if explicit else None
         return FileResult(path, warning=warning)
     return check_source(source, path, rules, verbose)
+
+
+def check_notebook(text: str, path: str, explicit: bool, rules: Sequence[Rule], verbose: bool = False) -> FileResult:
+    """A notebook's code cells as one program; locations mapped back to cells."""
+    from gradlint import notebooks
+
+    try:
+        notebook = notebooks.parse(text)
+    except notebooks.NotebookError as exc:
+        return FileResult(path, error=FileError(path, str(exc)))
+    lang = notebooks.language(text)
+    if lang is not None and lang != "python":
+        warning = FileWarning(path, f"a {lang} notebook, not Python: skipped") if explicit else None
+        return FileResult(path, warning=warning)
+    result = check_source(notebook.source, path, rules, verbose)
+    result.diagnostics = sorted((notebooks.relocate(d, notebook) for d in result.diagnostics),
+                                key=lambda d: (d.cell or 0, d.row, d.column, d.code))
+    result.warnings = [FileWarning(f"{w.filename}:cell {notebook.locate(w.row)[0]}", w.reason,
+                                   notebook.locate(w.row)[1]) if w.row is not None else w for w in result.warnings]
+    if result.error is not None:
+        result.error = notebooks.relocate_error(result.error, notebook)
+    if result.diagnostics:
+        result.source, result.notebook = None, notebook
+    return result

@@ -15,6 +15,12 @@ class Diagnostic:
     message: str
     end_row: int
     end_column: int
+    cell: int | None = None  # 1-based cell of a notebook; rows and columns are then within the cell
+
+    def location(self) -> str:
+        """`path:row:col`, or `path:cell N:row:col` in a notebook (as ruff writes it)."""
+        cell = f"cell {self.cell}:" if self.cell is not None else ""
+        return f"{self.filename}:{cell}{self.row}:{self.column}"
 
     def to_json(self) -> dict[str, Any]:
         """ruff's JSON fields, so tools that read ruff's output can read ours."""
@@ -27,6 +33,7 @@ class Diagnostic:
             "url": None,
             "fix": None,
             "noqa_row": self.row,
+            "cell": self.cell,
         }
 
 
@@ -56,3 +63,8 @@ class FileWarning:
 
     filename: str
     reason: str
+    row: int | None = None
+
+    def describe(self) -> str:
+        where = f"{self.filename}:{self.row}" if self.row is not None else self.filename
+        return f"{where}: {self.reason}"
