@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import click
 
 from gradlint import __version__
-from gradlint.checker import FileResult, check_path, check_source, decode
-from gradlint.output import render_json, render_text
+from gradlint.checker import FileResult, check_notebook, check_path, check_source, decode
+from gradlint.config import ConfigError, Overrides, Resolver, Selection, parse_per_file_ignores
+from gradlint.files import discover
+from gradlint.formats import FORMATS, Report, render, render_statistics
 from gradlint.rules import ALL_RULES, RULES_BY_CODE
-from gradlint.selection import SelectionError, select_rules
+from gradlint.selection import SelectionError, parse_selectors
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -34,63 +38,121 @@ def main() -> None:
     """
 
 
-def _selectors(values: tuple[str, ...]) -> list[str] | None:
-    return list(values) if values else None
-
-
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="How findings are printed.")
+@click.option("--output-format", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="How findings are printed (text shows a source excerpt; concise one line each).")
+@click.option("-o", "--output-file", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Write the report to PATH instead of standard output.")
+@click.option("--statistics", is_flag=True, help="Print the number of findings per code instead of the findings.")
 @click.option("--select", multiple=True, metavar="CODES",
               help="Rule codes or prefixes to enable (comma-separated or repeated; ALL for every rule).")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Rule codes or prefixes to disable.")
+@click.option("--extend-select", multiple=True, metavar="CODES", help="Rule codes or prefixes to enable as well.")
+@click.option("--per-file-ignores", multiple=True, metavar="GLOB:CODES",
+              help="Disable codes in matching files (replaces the configuration's per-file-ignores).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Paths to skip (replaces the default list).")
+@click.option("--extend-exclude", multiple=True, metavar="GLOB", help="Paths to skip, besides the defaults.")
+@click.option("--force-exclude", is_flag=True, help="Apply the exclusions to files named on the command line too "
+              "(for pre-commit, which passes every changed file).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Use this configuration file (pyproject.toml or gradlint.toml) for every file.")
+@click.option("--isolated", is_flag=True, help="Ignore all configuration files.")
+@click.option("--show-settings", is_flag=True, help="Print the settings that apply to the first path, and exit.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when problems are found (errors still exit 2).")
 @click.option("--stdin-filename", metavar="PATH", help="The name to report for source read from `-`.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors and skipped files.")
-def check(paths: tuple[str, ...], output_format: str, select: tuple[str, ...], ignore: tuple[str, ...],
-          exit_zero: bool, stdin_filename: str | None, verbose: bool) -> None:
-    """Check training scripts and directories (default: the current directory).
+def check(paths: tuple[str, ...], output_format: str, output_file: str | None, statistics: bool,
+          select: tuple[str, ...], ignore: tuple[str, ...], extend_select: tuple[str, ...],
+          per_file_ignores: tuple[str, ...], exclude: tuple[str, ...], extend_exclude: tuple[str, ...],
+          force_exclude: bool, config_path: str | None, isolated: bool, show_settings: bool, exit_zero: bool,
+          stdin_filename: str | None, verbose: bool) -> None:
+    """Check training scripts, notebooks and directories (default: the current directory).
 
-    Exit status: 0 no problems, 1 problems found, 2 usage error, unreadable or unparsable input,
-    or an internal error.
+    Settings come from `[tool.gradlint]` in the nearest pyproject.toml (or gradlint.toml) above
+    each file; command-line options override them.
+
+    Exit status: 0 no problems, 1 problems found, 2 usage error, bad configuration, unreadable or
+    unparsable input, or an internal error.
     """
     try:
-        rules = [rule() for rule in select_rules(_selectors(select), ignore)]
-    except SelectionError as exc:
-        raise click.UsageError(str(exc)) from None
+        overrides = Overrides(
+            selection=Selection(_codes(select, "--select"), _codes(ignore, "--ignore") or [],
+                                _codes(extend_select, "--extend-select") or []),
+            per_file_ignores=parse_per_file_ignores(per_file_ignores) if per_file_ignores else None,
+            exclude=list(exclude) or None,
+            extend_exclude=list(extend_exclude),
+        )
+        resolver = Resolver(overrides, config_path, isolated)
+        targets = list(paths) or ["."]
+        if show_settings:
+            first = stdin_filename if targets[0] == "-" and stdin_filename else targets[0]
+            click.echo(resolver.describe(Path(first)), nl=False)
+            sys.exit(EXIT_CLEAN)
+        results = _check_all(targets, resolver, force_exclude, stdin_filename, verbose)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
 
-    results: list[FileResult] = []
-    from gradlint.files import discover
-
-    targets = list(paths) or ["."]
-    for path, explicit in discover([p for p in targets if p != "-"]):
-        results.append(check_path(path, explicit, rules, verbose))
-    if "-" in targets:
-        name = stdin_filename or "-"
-        source, error = decode(sys.stdin.buffer.read(), name)
-        results.append(FileResult(name, error=error) if error or source is None
-                       else check_source(source, name, rules, verbose))
-
-    diagnostics = sorted(d for r in results for d in r.diagnostics)
+    diagnostics = sorted((d for r in results for d in r.diagnostics),
+                         key=lambda d: (d.filename, d.cell or 0, d.row, d.column, d.code, d.message))
     errors = [r.error for r in results if r.error is not None]
     for r in results:
-        if r.warning is not None:
-            click.echo(f"warning: {r.warning.filename}: {r.warning.reason}", err=True)
+        for warning in r.all_warnings():
+            click.echo(f"warning: {warning.describe()}", err=True)
     for error in errors:
         click.echo(f"error: {error.describe()}", err=True)
         if verbose and error.traceback:
             click.echo(error.traceback, err=True)
 
-    if output_format == "json":
-        click.echo(render_json(diagnostics), nl=False)
+    color = (output_file is None and output_format in ("text", "concise") and "NO_COLOR" not in os.environ
+             and sys.stdout.isatty())
+    report = Report(diagnostics, files_checked=len(results), color=color,
+                    sources={r.filename: r.source for r in results if r.source is not None},
+                    notebooks={r.filename: r.notebook for r in results if r.notebook is not None})
+    rendered = render_statistics(output_format, report) if statistics else render(output_format, report)
+    if output_file is not None:
+        try:
+            Path(output_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(output_file).write_text(rendered, encoding="utf-8")
+        except OSError as exc:
+            click.echo(f"error: cannot write {output_file}: {exc.strerror or exc}", err=True)
+            sys.exit(EXIT_ERROR)
     else:
-        files = len({d.filename for d in diagnostics})
-        click.echo(render_text(diagnostics, files), nl=False)
+        click.echo(rendered, nl=False, color=color)
 
     if errors:
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_FINDINGS if diagnostics and not exit_zero else EXIT_CLEAN)
+
+
+def _codes(values: tuple[str, ...], option: str) -> list[str] | None:
+    if not values:
+        return None
+    try:
+        return parse_selectors(values)
+    except SelectionError as exc:
+        raise click.UsageError(f"{option}: {exc}") from None
+
+
+def _check_all(targets: list[str], resolver: Resolver, force_exclude: bool, stdin_filename: str | None,
+               verbose: bool) -> list[FileResult]:
+    results: list[FileResult] = []
+    for path, explicit in discover([p for p in targets if p != "-"], resolver.excluded):
+        if explicit and force_exclude and resolver.excluded_explicit(Path(path)):
+            continue
+        results.append(check_path(path, explicit, resolver.rules_for(Path(path)), verbose))
+    if "-" in targets:
+        name = stdin_filename or "-"
+        rules = resolver.rules_for(Path(name))
+        source, error = decode(sys.stdin.buffer.read(), name)
+        if error or source is None:
+            results.append(FileResult(name, error=error))
+        elif name.endswith(".ipynb"):
+            results.append(check_notebook(source, name, True, rules, verbose))
+        else:
+            results.append(check_source(source, name, rules, verbose))
+    return results
 
 
 @main.command()

@@ -1,9 +1,9 @@
-"""Which files to check: explicit files as given, directories searched for `*.py`."""
+"""Which files to check: explicit files as given, directories searched for `*.py` and `*.ipynb`."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 SKIPPED_DIRS = frozenset({
@@ -12,16 +12,27 @@ SKIPPED_DIRS = frozenset({
 })
 
 
+# The default of `exclude` (configuration replaces it; `extend-exclude` adds to it): names of
+# directories never searched. Hidden directories include `.git`, `.venv` and `.ipynb_checkpoints`.
+DEFAULT_EXCLUDE = (".*", *sorted(SKIPPED_DIRS))
+EXTENSIONS = (".py", ".ipynb")
+
+
 def _skip_dir(path: Path) -> bool:
     name = path.name
     if name.startswith(".") or name in SKIPPED_DIRS:
         return True
+    return _is_venv(path)
+
+
+def _is_venv(path: Path) -> bool:
     return (path / "pyvenv.cfg").exists()  # a virtual environment under any name
 
 
-def discover(paths: list[str]) -> Iterator[tuple[str, bool]]:
+def discover(paths: list[str], excluded: Callable[[Path], bool] | None = None) -> Iterator[tuple[str, bool]]:
     """Yield (path, explicit) for each file to check, in a stable order. Missing paths are
-    yielded too (explicit), so that the caller reports them."""
+    yielded too (explicit), so that the caller reports them. `excluded` (from the settings) replaces
+    the default name-based skipping of directories; virtual environments are always skipped."""
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
@@ -40,7 +51,12 @@ def discover(paths: list[str]) -> Iterator[tuple[str, bool]]:
                 dirnames[:] = []
                 continue
             seen_dirs.add(key)
-            dirnames[:] = sorted(d for d in dirnames if not _skip_dir(Path(dirpath) / d))
-            found.extend(os.path.join(dirpath, f) for f in filenames if f.endswith(".py"))
+            if excluded is None:
+                dirnames[:] = sorted(d for d in dirnames if not _skip_dir(Path(dirpath) / d))
+            else:
+                dirnames[:] = sorted(d for d in dirnames
+                                     if not excluded(Path(dirpath) / d) and not _is_venv(Path(dirpath) / d))
+            found.extend(os.path.join(dirpath, f) for f in filenames if f.endswith(EXTENSIONS)
+                         and (excluded is None or not excluded(Path(dirpath) / f)))
         for name in sorted(found):
             yield name, False

@@ -45,3 +45,25 @@ def select_rules(select: Iterable[str] | None, ignore: Iterable[str] = ()) -> li
         if best_select >= 0 and best_select > best_ignore:
             rules.append(rule)
     return rules
+
+
+def parse_selectors(selectors: Iterable[str]) -> list[str]:
+    """Validate and normalise selectors (`GA001`, `GA00`, `ALL`); raises SelectionError."""
+    return _parse(selectors)
+
+
+def resolve_layers(layers: Iterable[tuple[list[str] | None, list[str], list[str]]]) -> list[type[Rule]]:
+    """Selections stacked as ruff stacks them (configuration file, then command line): each layer is
+    (select, ignore, extend_select). A layer with `select` starts afresh; one without only adds and
+    removes. Within a layer the most specific selector wins, and ignore wins a tie."""
+    enabled = {rule.code for rule in ALL_RULES if rule.default_enabled}
+    for select, ignore, extend_select in layers:
+        chosen = [*(select or []), *extend_select]
+        for rule in ALL_RULES:
+            best_select = max((_specificity(s, rule.code) for s in chosen), default=-1)
+            best_ignore = max((_specificity(s, rule.code) for s in ignore), default=-1)
+            if best_select >= 0 and best_select > best_ignore:
+                enabled.add(rule.code)
+            elif best_ignore >= 0 or select is not None:
+                enabled.discard(rule.code)
+    return [rule for rule in ALL_RULES if rule.code in enabled]

@@ -1,0 +1,46 @@
+"""What every format renders: the diagnostics plus the source lines they point at."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gradlint.diagnostics import Diagnostic
+
+if TYPE_CHECKING:
+    from gradlint.notebooks import Notebook
+
+# Where each rule's page lives (docs/rules/GANNN.md, generated from the rule's docstring).
+# Change this one template if the project is published elsewhere.
+RULE_DOCS_URL = "https://github.com/gradlint/gradlint/blob/main/docs/rules/{code}.md"
+
+
+def rule_url(code: str) -> str:
+    return RULE_DOCS_URL.format(code=code)
+
+
+@dataclass
+class Report:
+    diagnostics: list[Diagnostic]
+    files_checked: int = 0
+    color: bool = False
+    sources: dict[str, str] = field(default_factory=dict)  # .py files with diagnostics
+    notebooks: dict[str, Notebook] = field(default_factory=dict)
+    _lines: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    def line(self, diagnostic: Diagnostic, row: int | None = None) -> str | None:
+        """The source line at `row` (default: the diagnostic's first row), as the user wrote it."""
+        row = diagnostic.row if row is None else row
+        if diagnostic.cell is not None:
+            notebook = self.notebooks.get(diagnostic.filename)
+            return notebook.line(diagnostic.cell, row) if notebook is not None else None
+        if diagnostic.filename not in self._lines:
+            source = self.sources.get(diagnostic.filename)
+            if source is None:
+                return None
+            self._lines[diagnostic.filename] = source.splitlines()
+        lines = self._lines[diagnostic.filename]
+        return lines[row - 1] if 1 <= row <= len(lines) else None
+
+    def files_with_findings(self) -> int:
+        return len({d.filename for d in self.diagnostics})

@@ -1,0 +1,61 @@
+"""Formats for people: `text` (with a source excerpt and caret) and `concise` (one line each)."""
+
+from __future__ import annotations
+
+from gradlint.diagnostics import Diagnostic
+from gradlint.formats.report import Report
+
+_BOLD, _RED, _CYAN, _BLUE, _RESET = "\033[1m", "\033[31m", "\033[36m", "\033[34m", "\033[0m"
+
+
+def _paint(report: Report, code: str, text: str) -> str:
+    return f"{code}{text}{_RESET}" if report.color else text
+
+
+def _header(report: Report, d: Diagnostic) -> str:
+    return f"{_paint(report, _BOLD, d.location())}: {_paint(report, _BOLD + _RED, d.code)} {d.message}"
+
+
+def _summary(report: Report) -> str:
+    count = len(report.diagnostics)
+    if not count:
+        return "All checks passed."
+    files = report.files_with_findings()
+    return f"Found {count} {'problem' if count == 1 else 'problems'} in {files} {'file' if files == 1 else 'files'}."
+
+
+def render_concise(report: Report) -> str:
+    lines = [_header(report, d) for d in report.diagnostics]
+    lines.append(_summary(report))
+    return "\n".join(lines) + "\n"
+
+
+def render_full(report: Report) -> str:
+    blocks = []
+    for d in report.diagnostics:
+        blocks.append(_header(report, d))
+        excerpt = _excerpt(report, d)
+        if excerpt:
+            blocks.extend(excerpt)
+        blocks.append("")
+    blocks.append(_summary(report))
+    return "\n".join(blocks) + "\n"
+
+
+def _excerpt(report: Report, d: Diagnostic) -> list[str]:
+    """The reported line with a caret under the span (to the end of the line when it spans more)."""
+    line = report.line(d)
+    if line is None:
+        return []
+    line = line.expandtabs(1)  # one column per tab keeps the caret under the reported column
+    gutter = str(d.row)
+    pad = " " * len(gutter)
+    start = max(d.column - 1, 0)
+    end = d.end_column - 1 if d.end_row == d.row else len(line.rstrip())
+    width = max(end - start, 1)
+    bar = _paint(report, _BLUE, "|")
+    return [
+        f"{pad} {bar}",
+        f"{_paint(report, _BLUE, gutter)} {bar} {line.rstrip()}",
+        f"{pad} {bar} {' ' * start}{_paint(report, _RED, '^' * width)} {_paint(report, _RED, d.code)}",
+    ]
