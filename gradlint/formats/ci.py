@@ -53,12 +53,17 @@ def _sarif_rule(rule: type) -> dict[str, Any]:
         "id": rule.code,
         "name": rule.name,
         "shortDescription": {"text": rule.summary()},
-        "fullDescription": {"text": rule.documentation()},
+        "fullDescription": {"text": _section(rule.documentation(), "Why is this bad?") or rule.summary()},
         "help": {"text": rule.documentation(), "markdown": rule.documentation()},
         "helpUri": rule_url(rule.code),
         "defaultConfiguration": {"level": "error"},
         "properties": {"tags": ["correctness", "pytorch", "gradient-accumulation"]},
     }
+
+
+def _section(doc: str, title: str) -> str:
+    after = doc.split(f"## {title}", 1)
+    return after[1].split("\n## ", 1)[0].strip() if len(after) == 2 else ""
 
 
 def _sarif_result(d: Diagnostic, index: dict[str, int]) -> dict[str, Any]:
@@ -94,7 +99,7 @@ def render_sarif(report: Report) -> str:
                 "name": "gradlint",
                 "version": __version__,
                 "semanticVersion": __version__,
-                "informationUri": rule_url("GA001").rsplit("/docs/", 1)[0],
+                "informationUri": rule_url("GA001").rsplit("/blob/", 1)[0],
                 "rules": [_sarif_rule(rule) for rule in ALL_RULES],
             }},
             "originalUriBaseIds": {"%SRCROOT%": {"uri": cwd}},
