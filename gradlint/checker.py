@@ -96,7 +96,9 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
         return result
     try:
         module = cst.parse_module(source)
-    except cst.ParserSyntaxError as exc:
+    except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
+        # LibCST's tokenizer admits some characters its node validation then rejects (a Name that
+        # is not `str.isidentifier()`): that is invalid source too, not an internal error.
         result.error = _syntax_error(source, filename, exc)
         return result
     except RecursionError:
@@ -135,7 +137,7 @@ def _suppress(result: FileResult, source: str) -> None:
         result.source = source
 
 
-def _syntax_error(source: str, filename: str, exc: cst.ParserSyntaxError) -> FileError:
+def _syntax_error(source: str, filename: str, exc: cst.ParserSyntaxError | cst.CSTValidationError) -> FileError:
     """CPython's own message and location when it agrees the file is invalid (the one users
     know); LibCST's when only LibCST rejects it (syntax newer than the installed LibCST)."""
     try:
@@ -144,6 +146,8 @@ def _syntax_error(source: str, filename: str, exc: cst.ParserSyntaxError) -> Fil
         return FileError(filename, f"syntax error: {py_exc.msg}", py_exc.lineno, py_exc.offset)
     except (ValueError, RecursionError, MemoryError):
         pass
+    if isinstance(exc, cst.CSTValidationError):
+        return FileError(filename, f"cannot parse (LibCST {cst_version()}): {exc}")
     message = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
     return FileError(filename, f"cannot parse (LibCST {cst_version()}): {message}", exc.raw_line,
                      exc.raw_column + 1)
