@@ -16,13 +16,17 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from gradlint.diagnostics import Diagnostic, FileError, FileWarning
 from gradlint.model import build_model
-from gradlint.rules import Finding, Rule
+from gradlint.probe.model import RULE_NAMES as PROBE_CODES
+from gradlint.rules import RULES_BY_CODE, Finding, Rule
+from gradlint.suppression import parse_suppressions, unknown_codes
 
 MAX_BYTES = 10 * 1024 * 1024
 # Every gradient event the rules start from is a call whose source contains one of these words
 # (`.backward(`, `accelerator.backward(`, `manual_backward(`, `update_grad=`): a file without
 # them has no training loop to report on, and is not parsed at all.
 _MAY_HAVE_LOOP = re.compile(r"backward|update_grad")
+# Codes a noqa comment may name without a warning: the static rules and the probe's own codes.
+KNOWN_CODES = set(RULES_BY_CODE) | set(PROBE_CODES)
 
 
 @dataclass
@@ -30,7 +34,7 @@ class FileResult:
     filename: str
     diagnostics: list[Diagnostic] = field(default_factory=list)
     error: FileError | None = None
-    warning: FileWarning | None = None
+    warnings: list[FileWarning] = field(default_factory=list)
 
 
 def decode(data: bytes, filename: str) -> tuple[str | None, FileError | None]:
@@ -98,7 +102,7 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
                 if key not in seen:
                     seen.add(key)
                     findings.append(finding)
-        result.diagnostics = _locate(module, findings, filename)
+        result.diagnostics = _suppress(source, _locate(module, findings, filename), result)
     except RecursionError:
         result.error = FileError(filename, "too deeply nested to analyse")
     except Exception as exc:  # one file's bug must not stop the others
@@ -109,6 +113,13 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
             traceback=traceback.format_exc(),
         )
     return result
+
+
+def _suppress(source: str, diagnostics: list[Diagnostic], result: FileResult) -> list[Diagnostic]:
+    suppressions = parse_suppressions(source)
+    for row, code in unknown_codes(suppressions, KNOWN_CODES):
+        result.warnings.append(FileWarning(result.filename, f"line {row}: `# noqa` names unknown rule {code}"))
+    return [d for d in diagnostics if not suppressions.suppresses(d)]
 
 
 def _syntax_error(source: str, filename: str, exc: cst.ParserSyntaxError) -> FileError:
@@ -152,6 +163,6 @@ def check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool =
     if error is not None or source is None:
         return FileResult(path, error=error)
     if not source.strip():
-        warning = FileWarning(path, "empty file, nothing to check") if explicit else None
-        return FileResult(path, warning=warning)
+        warnings = [FileWarning(path, "empty file, nothing to check")] if explicit else []
+        return FileResult(path, warnings=warnings)
     return check_source(source, path, rules, verbose)

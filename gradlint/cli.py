@@ -75,8 +75,8 @@ def check(paths: tuple[str, ...], output_format: str, select: tuple[str, ...], i
     diagnostics = sorted(d for r in results for d in r.diagnostics)
     errors = [r.error for r in results if r.error is not None]
     for r in results:
-        if r.warning is not None:
-            click.echo(f"warning: {r.warning.filename}: {r.warning.reason}", err=True)
+        for warning in r.warnings:
+            click.echo(f"warning: {warning.filename}: {warning.reason}", err=True)
     for error in errors:
         click.echo(f"error: {error.describe()}", err=True)
         if verbose and error.traceback:
