@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import io
-import re
 import tokenize
 import traceback
 from collections.abc import Sequence
@@ -16,15 +15,12 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from gradlint.diagnostics import Diagnostic, FileError, FileWarning
 from gradlint.model import build_model
+from gradlint.prefilter import may_have_training_loop
 from gradlint.probe.model import RULE_NAMES as PROBE_CODES
 from gradlint.rules import RULES_BY_CODE, Finding, Rule
 from gradlint.suppression import parse_suppressions, unknown_codes
 
 MAX_BYTES = 10 * 1024 * 1024
-# Every gradient event the rules start from is a call whose source contains one of these words
-# (`.backward(`, `accelerator.backward(`, `manual_backward(`, `update_grad=`): a file without
-# them has no training loop to report on, and is not parsed at all.
-_MAY_HAVE_LOOP = re.compile(r"backward|update_grad")
 # Codes a noqa comment may name without a warning: the static rules and the probe's own codes.
 KNOWN_CODES = set(RULES_BY_CODE) | set(PROBE_CODES)
 
@@ -80,9 +76,12 @@ def read(path: str) -> tuple[str | None, FileError | None]:
     return decode(data, path)
 
 
-def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: bool = False) -> FileResult:
+def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: bool = False,
+                 prefilter: bool = False) -> FileResult:
+    """`prefilter`: skip (without parsing) a file that cannot hold a training loop. Off for files
+    named on the command line, so that a broken `train.py` is always reported."""
     result = FileResult(filename)
-    if not _MAY_HAVE_LOOP.search(source):
+    if prefilter and not may_have_training_loop(source):
         return result
     try:
         module = cst.parse_module(source)
@@ -165,4 +164,4 @@ def check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool =
     if not source.strip():
         warnings = [FileWarning(path, "empty file, nothing to check")] if explicit else []
         return FileResult(path, warnings=warnings)
-    return check_source(source, path, rules, verbose)
+    return check_source(source, path, rules, verbose, prefilter=not explicit)
