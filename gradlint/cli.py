@@ -8,7 +8,7 @@ import sys
 import click
 
 from gradlint import __version__
-from gradlint.checker import FileResult, check_path, check_source, decode
+from gradlint.checker import FileResult, check_source, decode
 from gradlint.output import render_json, render_text
 from gradlint.rules import ALL_RULES, RULES_BY_CODE
 from gradlint.selection import SelectionError, select_rules
@@ -48,8 +48,10 @@ def _selectors(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when problems are found (errors still exit 2).")
 @click.option("--stdin-filename", metavar="PATH", help="The name to report for source read from `-`.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors and skipped files.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Files checked in parallel [default: the number of cores].")
 def check(paths: tuple[str, ...], output_format: str, select: tuple[str, ...], ignore: tuple[str, ...],
-          exit_zero: bool, stdin_filename: str | None, verbose: bool) -> None:
+          exit_zero: bool, stdin_filename: str | None, verbose: bool, jobs: int | None) -> None:
     """Check training scripts and directories (default: the current directory).
 
     Exit status: 0 no problems, 1 problems found, 2 usage error, unreadable or unparsable input,
@@ -60,12 +62,12 @@ def check(paths: tuple[str, ...], output_format: str, select: tuple[str, ...], i
     except SelectionError as exc:
         raise click.UsageError(str(exc)) from None
 
-    results: list[FileResult] = []
     from gradlint.files import discover
+    from gradlint.parallel import check_paths, default_jobs
 
     targets = list(paths) or ["."]
-    for path, explicit in discover([p for p in targets if p != "-"]):
-        results.append(check_path(path, explicit, rules, verbose))
+    items = list(discover([p for p in targets if p != "-"]))
+    results: list[FileResult] = check_paths(items, rules, verbose, jobs or default_jobs())
     if "-" in targets:
         name = stdin_filename or "-"
         source, error = decode(sys.stdin.buffer.read(), name)
