@@ -101,7 +101,14 @@ def rule(code: str) -> None:
     """Print the documentation of a rule, e.g. `gradlint rule GA001`."""
     found = RULES_BY_CODE.get(code.upper())
     if found is None:
-        raise click.UsageError(f"unknown rule `{code}` (see `gradlint rules`)")
+        from gradlint.probe.model import RULE_NAMES as PROBE_CODES
+
+        name = PROBE_CODES.get(code.upper())
+        if name is None:
+            raise click.UsageError(f"unknown rule `{code}` (see `gradlint rules`)")
+        click.echo(f"# {name} ({code.upper()})\n\nReported by the runtime probe only (`gradlint probe`); "
+                   "see docs/probe.md for what it measures.")
+        return
     click.echo(f"# {found.name} ({found.code})\n\n{found.documentation()}")
 
 
