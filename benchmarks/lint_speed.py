@@ -5,14 +5,13 @@
 The default trees are ones every machine with the test extra has: the installed torch package
 and the Python standard library (thousands of real files). Runs alternate between tools so that
 machine noise hits each equally; the table shows medians. Wall time is what a user waits; CPU is
-user+system time of the child processes; peak memory is the largest child's maximum RSS.
+user+system time of the tool's processes; peak memory is the largest RSS among them.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -41,14 +40,15 @@ def count_files(trees: Sequence[Path]) -> int:
 
 
 def measure(command: list[str]) -> tuple[float, float, float, int]:
-    """(wall s, cpu s, peak RSS MiB, exit code) of one run, children only."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    """(wall s, cpu s, peak RSS MiB, exit code) of one run. `wait4` gives this child's own
+    resource use (with the worker processes it waited for), not a running total over children."""
     start = time.perf_counter()
-    proc = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, after.ru_maxrss / 1024, proc.returncode
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, cpu, usage.ru_maxrss / 1024, proc.returncode
 
 
 def tools(trees: Sequence[Path]) -> dict[str, list[str]]:

@@ -17,6 +17,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from gradlint.diagnostics import Diagnostic, FileError, FileWarning
 from gradlint.model import build_model
+from gradlint.prefilter import may_have_training_loop
 from gradlint.rules import Finding, Rule
 from gradlint.suppression import scan as scan_suppressions
 
@@ -24,11 +25,9 @@ if TYPE_CHECKING:
     from gradlint.notebooks import Notebook
 
 MAX_BYTES = 10 * 1024 * 1024
-# Every gradient event the rules start from is a call whose source contains one of these words
-# (`.backward(`, `accelerator.backward(`, `manual_backward(`, `update_grad=`): a file without
-# them has no training loop to report on, and is not parsed at all.
-_MAY_HAVE_LOOP = re.compile(r"backward|update_grad")
-_MAY_HAVE_NOQA = re.compile(r"noqa", re.IGNORECASE)
+# A file the prefilter skips is never parsed, but a suppression in it that names a GA code (or the
+# file-level form) is still read, so that a typo in it is reported. Cheap: one regex over the text.
+_MAY_NAME_OUR_CODES = re.compile(r"noqa[^\n]*GA[0-9]|gradlint\s*:\s*noqa", re.IGNORECASE)
 
 
 @dataclass
@@ -36,13 +35,9 @@ class FileResult:
     filename: str
     diagnostics: list[Diagnostic] = field(default_factory=list)
     error: FileError | None = None
-    warning: FileWarning | None = None
-    warnings: list[FileWarning] = field(default_factory=list)  # e.g. a noqa comment naming an unknown code
+    warnings: list[FileWarning] = field(default_factory=list)
     source: str | None = None  # kept only for files with diagnostics, for source excerpts
     notebook: Notebook | None = None
-
-    def all_warnings(self) -> list[FileWarning]:
-        return ([self.warning] if self.warning is not None else []) + self.warnings
 
 
 def decode(data: bytes, filename: str) -> tuple[str | None, FileError | None]:
@@ -88,10 +83,13 @@ def read(path: str) -> tuple[str | None, FileError | None]:
     return decode(data, path)
 
 
-def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: bool = False) -> FileResult:
+def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: bool = False,
+                 prefilter: bool = False) -> FileResult:
+    """`prefilter`: skip (without parsing) a file that cannot hold a training loop. Off for files
+    named on the command line, so that a broken `train.py` is always reported."""
     result = FileResult(filename)
-    if not _MAY_HAVE_LOOP.search(source):
-        if _MAY_HAVE_NOQA.search(source):
+    if prefilter and not may_have_training_loop(source):
+        if _MAY_NAME_OUR_CODES.search(source):
             _suppress(result, source)
         return result
     try:
@@ -182,9 +180,9 @@ def check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool =
     if path.endswith(".ipynb"):
         return check_notebook(source, path, explicit, rules, verbose)
     if not source.strip():
-        warning = FileWarning(path, "empty file, nothing to check") if explicit else None
-        return FileResult(path, warning=warning)
-    return check_source(source, path, rules, verbose)
+        warnings = [FileWarning(path, "empty file, nothing to check")] if explicit else []
+        return FileResult(path, warnings=warnings)
+    return check_source(source, path, rules, verbose, prefilter=not explicit)
 
 
 def check_notebook(text: str, path: str, explicit: bool, rules: Sequence[Rule], verbose: bool = False) -> FileResult:
@@ -197,9 +195,9 @@ def check_notebook(text: str, path: str, explicit: bool, rules: Sequence[Rule], 
         return FileResult(path, error=FileError(path, str(exc)))
     lang = notebooks.language(text)
     if lang is not None and lang != "python":
-        warning = FileWarning(path, f"a {lang} notebook, not Python: skipped") if explicit else None
-        return FileResult(path, warning=warning)
-    result = check_source(notebook.source, path, rules, verbose)
+        warnings = [FileWarning(path, f"a {lang} notebook, not Python: skipped")] if explicit else []
+        return FileResult(path, warnings=warnings)
+    result = check_source(notebook.source, path, rules, verbose, prefilter=not explicit)
     result.diagnostics = sorted((notebooks.relocate(d, notebook) for d in result.diagnostics),
                                 key=lambda d: (d.cell or 0, d.row, d.column, d.code))
     result.warnings = [FileWarning(f"{w.filename}:cell {notebook.locate(w.row)[0]}", w.reason,

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from gradlint import __version__
-from gradlint.checker import FileResult, check_notebook, check_path, check_source, decode
+from gradlint.checker import FileResult, check_notebook, check_source, decode
 from gradlint.config import ConfigError, Overrides, Resolver, Selection, parse_per_file_ignores
 from gradlint.files import discover
 from gradlint.formats import FORMATS, Report, render, render_statistics
@@ -62,11 +62,13 @@ def main() -> None:
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when problems are found (errors still exit 2).")
 @click.option("--stdin-filename", metavar="PATH", help="The name to report for source read from `-`.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors and skipped files.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Files checked in parallel [default: the number of cores].")
 def check(paths: tuple[str, ...], output_format: str, output_file: str | None, statistics: bool,
           select: tuple[str, ...], ignore: tuple[str, ...], extend_select: tuple[str, ...],
           per_file_ignores: tuple[str, ...], exclude: tuple[str, ...], extend_exclude: tuple[str, ...],
           force_exclude: bool, config_path: str | None, isolated: bool, show_settings: bool, exit_zero: bool,
-          stdin_filename: str | None, verbose: bool) -> None:
+          stdin_filename: str | None, verbose: bool, jobs: int | None) -> None:
     """Check training scripts, notebooks and directories (default: the current directory).
 
     Settings come from `[tool.gradlint]` in the nearest pyproject.toml (or gradlint.toml) above
@@ -89,7 +91,7 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
             first = stdin_filename if targets[0] == "-" and stdin_filename else targets[0]
             click.echo(resolver.describe(Path(first)), nl=False)
             sys.exit(EXIT_CLEAN)
-        results = _check_all(targets, resolver, force_exclude, stdin_filename, verbose)
+        results = _check_all(targets, resolver, force_exclude, stdin_filename, verbose, jobs)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
@@ -98,7 +100,7 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
                          key=lambda d: (d.filename, d.cell or 0, d.row, d.column, d.code, d.message))
     errors = [r.error for r in results if r.error is not None]
     for r in results:
-        for warning in r.all_warnings():
+        for warning in r.warnings:
             click.echo(f"warning: {warning.describe()}", err=True)
     for error in errors:
         click.echo(f"error: {error.describe()}", err=True)
@@ -136,12 +138,14 @@ def _codes(values: tuple[str, ...], option: str) -> list[str] | None:
 
 
 def _check_all(targets: list[str], resolver: Resolver, force_exclude: bool, stdin_filename: str | None,
-               verbose: bool) -> list[FileResult]:
-    results: list[FileResult] = []
-    for path, explicit in discover([p for p in targets if p != "-"], resolver.excluded):
-        if explicit and force_exclude and resolver.excluded_explicit(Path(path)):
-            continue
-        results.append(check_path(path, explicit, resolver.rules_for(Path(path)), verbose))
+               verbose: bool, jobs: int | None) -> list[FileResult]:
+    from gradlint.parallel import check_paths, default_jobs
+
+    items = [(path, explicit) for path, explicit in discover([p for p in targets if p != "-"], resolver.excluded)
+             if not (explicit and force_exclude and resolver.excluded_explicit(Path(path)))]
+    # Settings are resolved here, once per directory; workers only get each file's rule codes.
+    rules = [resolver.rules_for(Path(path)) for path, _ in items]
+    results = check_paths(items, [], verbose, jobs or default_jobs(), rules_per_file=rules)
     if "-" in targets:
         name = stdin_filename or "-"
         rules = resolver.rules_for(Path(name))
@@ -161,7 +165,14 @@ def rule(code: str) -> None:
     """Print the documentation of a rule, e.g. `gradlint rule GA001`."""
     found = RULES_BY_CODE.get(code.upper())
     if found is None:
-        raise click.UsageError(f"unknown rule `{code}` (see `gradlint rules`)")
+        from gradlint.probe.model import RULE_NAMES as PROBE_CODES
+
+        name = PROBE_CODES.get(code.upper())
+        if name is None:
+            raise click.UsageError(f"unknown rule `{code}` (see `gradlint rules`)")
+        click.echo(f"# {name} ({code.upper()})\n\nReported by the runtime probe only (`gradlint probe`); "
+                   "see docs/probe.md for what it measures.")
+        return
     click.echo(f"# {found.name} ({found.code})\n\n{found.documentation()}")
 
 

@@ -23,7 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gradlint.diagnostics import Diagnostic
+from gradlint.probe.model import RULE_NAMES as PROBE_CODES
 from gradlint.rules import RULES_BY_CODE
+
+# Codes a suppression may name without a warning: the static rules and the probe's own codes.
+KNOWN_CODES = frozenset(RULES_BY_CODE) | frozenset(PROBE_CODES)
 
 # `noqa` as a word, then optionally `: CODES`. Codes are ruff-shaped (letters then digits), separated by
 # commas and/or spaces. Anything after the codes (a reason, say) is prose.
@@ -116,10 +120,10 @@ def _codes(found: Suppressions, row: int, match: re.Match[str], form: str) -> fr
         return frozenset()
     codes = frozenset(c.upper() for c in _SPLIT.split(raw.strip()) if c)
     for code in sorted(codes):
-        if _OURS.fullmatch(code) and code not in RULES_BY_CODE:
+        if _OURS.fullmatch(code) and code not in KNOWN_CODES:
             found.warnings.append(SuppressionWarning(
-                row, f"unknown rule code `{code}` in `# {form}` (known: {', '.join(RULES_BY_CODE)})"))
-    return frozenset(c for c in codes if c in RULES_BY_CODE)
+                row, f"unknown rule code `{code}` in `# {form}` (known: {', '.join(sorted(KNOWN_CODES))})"))
+    return frozenset(c for c in codes if c in KNOWN_CODES)
 
 
 def _record_statements(found: Suppressions, tokens: Sequence[tokenize.TokenInfo]) -> None:

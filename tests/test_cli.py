@@ -281,3 +281,10 @@ def test_internal_error_is_reported_per_file(buggy: Path, clean: Path, monkeypat
     assert "Traceback" not in err
     code, _, err = run("--verbose", str(buggy))
     assert "Traceback" in err
+
+
+def test_rule_knows_probe_only_codes() -> None:
+    code, out, _ = run("rule", "GA100")
+    assert code == 0 and "amp-step-skipped (GA100)" in out and "gradlint probe" in out
+    code, _, err = run("rule", "GA999")
+    assert code == 2 and "unknown rule" in err

@@ -78,6 +78,7 @@ def test_noqa_in_a_multiline_string_does_not_count() -> None:
         ("# gradlint: noqa: GA001\n", ["GA002"]),
         ("# gradlint: noqa: GA001, GA002\n", []),
         ("#gradlint:noqa:GA002\n", ["GA001"]),
+        ("# Gradlint:noqa:GA002\n", ["GA001"]),
         ("# ruff: noqa\n", ["GA001", "GA002"]),  # another tool's file-level switch
         ('"""# gradlint: noqa"""\n', ["GA001", "GA002"]),  # a docstring, not a comment
     ],
@@ -109,6 +110,11 @@ def test_unknown_ga_code_is_a_warning_and_suppresses_nothing() -> None:
     assert codes(source) == [(5, "GA001"), (7, "GA002")]
     [warning] = warnings(source)
     assert warning.startswith("5: unknown rule code `GA010`")
+
+
+def test_probe_codes_are_known() -> None:
+    """The runtime probe's own codes (GA000, GA006...) may be named without a warning."""
+    assert warnings(LOOP.format(zg="  # noqa: GA000, GA006", bw="")) == []
 
 
 def test_other_tools_codes_are_not_warned_about() -> None:
@@ -149,3 +155,8 @@ def test_cli_prints_the_warning_with_location(tmp_path) -> None:
     assert result.exit_code == 1
     assert f"warning: {path}:5: unknown rule code `GA01`" in result.stderr
     assert "GA002" not in result.stdout
+    # with everything suppressed, the warning stays and the exit status reflects what remains
+    path.write_text("# gradlint: noqa: GA002\n" + LOOP.format(zg="  # noqa: GA001, GA123", bw=""), encoding="utf-8")
+    result = CliRunner().invoke(main, [str(path)])
+    assert (result.exit_code, result.stdout) == (0, "All checks passed.\n")
+    assert f"warning: {path}:6: unknown rule code `GA123`" in result.stderr

@@ -148,6 +148,9 @@ def _backward(
         return EventSpec(Kind.BACKWARD, call, recv, Framework.FABRIC, pos[0], extra=label)
     if pos and role is Role.ENGINE:
         return EventSpec(Kind.BACKWARD, call, recv, Framework.DEEPSPEED, pos[0], extra=label)
+    if pos and role is Role.OPTIMIZER:
+        # apex-style `FP16_Optimizer.backward(loss)`: scales by the loss scale, never by K.
+        return EventSpec(Kind.BACKWARD, call, recv, Framework.TORCH, pos[0], extra=label)
     if pos and facts.uses_deepspeed and recv is not None:
         # `model.backward(loss)` where `model` came back from deepspeed.initialize elsewhere.
         return EventSpec(Kind.BACKWARD, call, recv, Framework.DEEPSPEED, pos[0], extra=label)

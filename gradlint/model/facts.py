@@ -45,6 +45,9 @@ class ModuleFacts:
     sum_criteria: set[str] = field(default_factory=set)
     functions: dict[str, cst.FunctionDef] = field(default_factory=dict)
     methods: dict[str, list[tuple[cst.ClassDef, cst.FunctionDef]]] = field(default_factory=dict)
+    # ids of the functions (0: module-level code) that run a backward themselves or call a
+    # same-module helper that does: only their walks can find a training loop.
+    reaches_backward: set[int] = field(default_factory=set)
 
     def role(self, text: str | None) -> Role:
         if not text:
@@ -107,6 +110,29 @@ class _FactsCollector(cst.CSTVisitor):
         self.facts = ModuleFacts()
         self._classes: list[cst.ClassDef] = []
         self._depth = 0  # function nesting
+        self._owners: list[int] = [0]  # innermost function being visited (0: module level)
+        self._backward: set[int] = set()
+        self._calls: dict[int, set[str]] = {}
+        self._helpers: dict[str, set[int]] = {}
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        name = func.value if isinstance(func, cst.Name) else func.attr.value if isinstance(func, cst.Attribute) else ""
+        owner = self._owners[-1]
+        if "backward" in name or any(a.keyword is not None and a.keyword.value == "update_grad" for a in node.args):
+            self._backward.add(owner)
+        elif name:
+            self._calls.setdefault(owner, set()).add(name)
+
+    def leave_Module(self, original_node: cst.Module) -> None:
+        reached = set(self._backward)
+        changed = True
+        while changed:  # callers of callers: a fixpoint over the module's call names
+            reached_names = {n for n, ids in self._helpers.items() if ids & reached}
+            grown = {o for o, names in self._calls.items() if names & reached_names}
+            changed = not grown <= reached
+            reached |= grown
+        self.facts.reaches_backward = reached
 
     def visit_Import(self, node: cst.Import) -> None:
         for alias in node.names:
@@ -129,9 +155,12 @@ class _FactsCollector(cst.CSTVisitor):
             self.facts.methods.setdefault(name, []).append((self._classes[-1], node))
         elif not self._classes and self._depth == 0:
             self.facts.functions[name] = node
+        self._helpers.setdefault(name, set()).add(id(node))
+        self._owners.append(id(node))
         self._depth += 1
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self._owners.pop()
         self._depth -= 1
 
     def visit_Assign(self, node: cst.Assign) -> None:

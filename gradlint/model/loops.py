@@ -9,7 +9,7 @@ import libcst as cst
 
 from gradlint.model.events import Framework, Kind
 from gradlint.model.gates import Phase
-from gradlint.model.syntax import dotted, last_part, number, positional
+from gradlint.model.syntax import code, dotted, last_part, number, positional
 from gradlint.model.walker import Event, Guard, LoopInfo, WalkResult
 
 
@@ -92,8 +92,6 @@ class TrainingLoop:
 
     @property
     def k_text(self) -> str:
-        from gradlint.model.syntax import code
-
         return code(self.k) if self.k is not None else "K"
 
     @property
@@ -134,11 +132,24 @@ def loop_iterable(info: LoopInfo) -> cst.BaseExpression | None:
     name = dotted(node.iter)
     if name is not None and not isinstance(node.iter, cst.Call):
         values = info.frame.scope.assignments.get(name, [])
-        if len(values) == 1 and values[0].index is None and isinstance(values[0].value, cst.Call):
-            call = values[0].value
-            if last_part(dotted(call.func)) in _ITER_WRAPPERS:
-                return call
+        if len(values) == 1 and values[0].index is None:
+            value = values[0].value
+            # `tqdm(enumerate(loader)) if rank0 else enumerate(loader)`: both branches must agree
+            branches = [value.body, value.orelse] if isinstance(value, cst.IfExp) else [value]
+            calls = [b for b in branches if isinstance(b, cst.Call) and last_part(dotted(b.func)) in _ITER_WRAPPERS]
+            if len(calls) == len(branches) and len({code(_unwrap(c)) for c in calls}) == 1:
+                return calls[0]
     return node.iter
+
+
+def _unwrap(call: cst.Call) -> cst.BaseExpression:
+    """The iterable under display wrappers: `tqdm(enumerate(loader), ...)` -> `enumerate(loader)`."""
+    while last_part(dotted(call.func)) in ("tqdm", "track") and positional(call):
+        inner = positional(call)[0]
+        if not isinstance(inner, cst.Call):
+            return inner
+        call = inner
+    return call
 
 
 def loop_counter(info: LoopInfo) -> Counter:
@@ -208,18 +219,25 @@ def _gate_of(loop: TrainingLoop, steps: list[Event]) -> tuple[Guard | None, list
     return gate, gated
 
 
+def _key(nodes: tuple[cst.CSTNode, ...]) -> tuple[int, ...]:
+    return tuple(map(id, nodes))
+
+
 def build_loops(walk: WalkResult) -> list[TrainingLoop]:
     """The training loops of one walked root."""
     loops: list[TrainingLoop] = []
-    by_node = {id(info.node): info for info in walk.loops}
+    # A helper inlined at two call sites walks the same loop twice, under different enclosing
+    # loops: a loop is its whole path, so the two walks never mix.
+    by_path = {_key((*info.chain, info.node)): info for info in walk.loops}
     micro_loops: list[LoopInfo] = []
     for event in walk.events:
         if event.kind is Kind.BACKWARD and event.loops:
-            info = by_node[id(event.loops[-1])]
+            info = by_path[_key(event.loops)]
             if info not in micro_loops:
                 micro_loops.append(info)
     for info in micro_loops:
-        in_loop = [e for e in walk.events if info.node in e.loops]
+        path = (*info.chain, info.node)
+        in_loop = [e for e in walk.events if _key(e.loops[: len(path)]) == _key(path)]
         after = [e for e in walk.events if e.order > info.end and e.loops[: len(info.chain)] == info.chain
                  and info.node not in e.loops]
         steps = [e for e in in_loop if e.kind is Kind.STEP]
@@ -246,10 +264,11 @@ def build_loops(walk: WalkResult) -> list[TrainingLoop]:
             else:
                 loop.kind = LoopKind.PLAIN
         else:
-            window = by_node.get(id(info.chain[-1])) if info.chain else None
+            window = by_path.get(_key(info.chain)) if info.chain else None
             # The window scope: the enclosing loop's own statements and the micro-step loop,
             # not sibling loops (an evaluation loop, a second training phase).
-            scope = [e for e in walk.events if e.loops == info.chain or info.node in e.loops]
+            inside = {id(e) for e in in_loop}
+            scope = [e for e in walk.events if e.loops == info.chain or id(e) in inside]
             if any(e.kind is Kind.STEP and e.loops == info.chain and e.order > info.end for e in scope):
                 loop.kind = LoopKind.INNER
                 loop.window = window

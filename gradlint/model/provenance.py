@@ -43,6 +43,7 @@ _COUNT_KEYWORDS = ("num_items", "num_items_in_batch", "normalizer", "num_tokens"
 _PASS_THROUGH = {"mean", "float", "half", "bfloat16", "double", "clone", "squeeze", "to", "contiguous",
                  "type", "type_as", "cuda", "cpu", "view", "reshape", "requires_grad_"}
 _MAX_DEPTH = 12
+_CONCAT = {"cat", "concat", "concatenate", "stack", "vstack", "hstack"}
 
 
 class _Tracer:
@@ -65,6 +66,9 @@ class _Tracer:
             return self.expr(node.value, frame, order, depth + 1) if dotted(node.value) else Provenance(Scaling.RAW, "")
         if isinstance(node, cst.UnaryOperation):
             return self.expr(node.expression, frame, order, depth + 1)
+        if isinstance(node, cst.IfExp):  # `out if isinstance(out, Tensor) else out["loss"]`
+            found = [self.expr(n, frame, order, depth + 1) for n in (node.body, node.orelse)]
+            return max(found, key=lambda p: p.scaling)
         if isinstance(node, cst.Tuple | cst.List):
             found = [self.expr(e.value, frame, order, depth + 1) for e in node.elements]
             return max(found, key=lambda p: p.scaling, default=Provenance(Scaling.UNKNOWN, ""))
@@ -118,6 +122,10 @@ class _Tracer:
         if any(keyword(node, k) is not None for k in _COUNT_KEYWORDS):
             return Provenance(Scaling.NORMALISED, "normalised by an item count")
         name = dotted(node.func)
+        if frame is not None and _over_cached_features(node, frame, order):
+            # GradCache-style: each backward's loss spans the whole window (cached no-grad
+            # features of the other micro-batches), so the backwards sum to the window gradient.
+            return Provenance(Scaling.NORMALISED, "a window-level loss over cached no-grad features")
         if name and (name in self.facts.sum_criteria or last_part(name) in self.facts.sum_criteria):
             return Provenance(Scaling.NORMALISED, "a loss with reduction='sum'")
         helper = self._helper_returns(node, frame)
@@ -184,6 +192,35 @@ class _Tracer:
 
     def _is_k(self, literal: float) -> bool:
         return self.k_literal is not None and literal == self.k_literal
+
+
+def _over_cached_features(node: cst.Call, frame: Frame, order: int | None) -> bool:
+    """`torch.cat(cached[:j] + [live] + ...)` where `cached` was filled under no_grad, as the call
+    itself or as a name passed to it (`loss = contrastive(full)`)."""
+    cached = frame.scope.no_grad_names
+    if not cached:
+        return False
+    candidates: list[cst.BaseExpression] = [node]
+    for arg in node.args:
+        name = dotted(arg.value)
+        if name is not None:
+            candidates += [a.value for a in frame.scope.before(name, order) if a.operator is None]
+    return any(isinstance(c, cst.Call) and last_part(dotted(c.func)) in _CONCAT and _mentions(c, cached)
+               for c in candidates)
+
+
+def _mentions(node: cst.CSTNode, names: set[str]) -> bool:
+    if not names:
+        return False
+    found = False
+
+    class _Names(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            nonlocal found
+            found = found or name.value in names
+
+    node.visit(_Names())
+    return found
 
 
 def _has_division(node: cst.BaseExpression) -> bool:

@@ -28,6 +28,8 @@ class Scope:
     zeroed: dict[str, list[int]] = field(default_factory=dict)
     incremented: dict[str, list[int]] = field(default_factory=dict)
     call_order: dict[int, int] = field(default_factory=dict)  # id(Call) -> lexical position
+    # names filled under `torch.no_grad()` (`feats.append(model(x))`): cached, detached values
+    no_grad_names: set[str] = field(default_factory=set)
 
     def before(self, name: str, order: int | None) -> list[Assignment]:
         found = self.assignments.get(name, [])
@@ -45,11 +47,19 @@ class _ScopeCollector(cst.CSTVisitor):
         self.root = root
         self.order = 0
         self.loop_depth = 0
+        self.no_grad_depth = 0
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         self.order += 1
         if isinstance(node, cst.For | cst.While):
             self.loop_depth += 1
+        if isinstance(node, cst.With) and _is_no_grad(node):
+            self.no_grad_depth += 1
+        if (self.no_grad_depth and isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
+                and node.func.attr.value in ("append", "extend", "insert")):
+            filled = dotted(node.func.value)
+            if filled:
+                self.scope.no_grad_names.add(filled)
         if isinstance(node, cst.Call):
             self.scope.call_order[id(node)] = self.order
         if node is not self.root and isinstance(node, cst.FunctionDef | cst.ClassDef | cst.Lambda):
@@ -59,6 +69,8 @@ class _ScopeCollector(cst.CSTVisitor):
     def on_leave(self, original_node: cst.CSTNode) -> None:
         if isinstance(original_node, cst.For | cst.While):
             self.loop_depth -= 1
+        if isinstance(original_node, cst.With) and _is_no_grad(original_node):
+            self.no_grad_depth -= 1
         super().on_leave(original_node)
 
     def _add(self, target: cst.BaseExpression, value: cst.BaseExpression,
@@ -74,6 +86,8 @@ class _ScopeCollector(cst.CSTVisitor):
         if name is None:
             return
         assignment = Assignment(self.order, value, operator, index, self.loop_depth > 0)
+        if self.no_grad_depth:
+            self.scope.no_grad_names.add(name)
         self.scope.assignments.setdefault(name, []).append(assignment)
         if operator is None and isinstance(value, cst.Integer) and value.value == "0":
             self.scope.zeroed.setdefault(name, []).append(self.order)
@@ -101,6 +115,16 @@ class _ScopeCollector(cst.CSTVisitor):
     def visit_Return(self, node: cst.Return) -> None:
         if node.value is not None:
             self.scope.returns.append(node.value)
+
+
+def _is_no_grad(node: cst.With) -> bool:
+    for item in node.items:
+        call = item.item
+        func = call.func if isinstance(call, cst.Call) else call
+        name = dotted(func) or ""
+        if name.rsplit(".", 1)[-1] in ("no_grad", "inference_mode"):
+            return True
+    return False
 
 
 def build_scope(node: cst.FunctionDef | cst.Module) -> Scope:
