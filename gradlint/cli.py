@@ -183,7 +183,7 @@ def list_rules(output_format: str) -> None:
     if output_format == "json":
         click.echo(json.dumps([
             {"code": r.code, "name": r.name, "summary": r.summary(), "default": r.default_enabled,
-             "explanation": r.documentation()}
+             "severity": r.severity, "explanation": r.documentation()}
             for r in ALL_RULES
         ], indent=2))
         return

@@ -17,6 +17,14 @@ class Diagnostic:
     end_column: int
     cell: int | None = None  # 1-based cell of a notebook; rows and columns are then within the cell
 
+    @property
+    def severity(self) -> str:
+        """"error", or "warning" for a performance rule (the code is correct, only slower)."""
+        from gradlint.rules import RULES_BY_CODE  # late: rules import the model, not diagnostics
+
+        rule = RULES_BY_CODE.get(self.code)
+        return rule.severity if rule is not None else "error"
+
     def location(self) -> str:
         """`path:row:col`, or `path:cell N:row:col` in a notebook (as ruff writes it)."""
         cell = f"cell {self.cell}:" if self.cell is not None else ""
@@ -34,6 +42,7 @@ class Diagnostic:
             "fix": None,
             "noqa_row": self.row,
             "cell": self.cell,
+            "severity": self.severity,
         }
 
 

@@ -5,7 +5,8 @@ Every loop a rule can report runs a backward *call* (`loss.backward(`, `accelera
 something step-like in the same module (`.step(`, `optimizer_step(`, `zero_grad`, a clip). A file
 without both has no training loop to report on and is never parsed: in the installed torch package
 and the standard library this keeps about 1 file in 190 (`benchmarks/lint_speed.py`). Defining
-`def backward(ctx, ...)` (autograd Functions, thousands in torch itself) is not a call.
+`def backward(ctx, ...)` (autograd Functions, thousands in torch itself) is not a call. A Lightning
+`training_step` that mentions `accumulate_grad_batches` passes too: its backward is Lightning's.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def _calls_backward(source: str) -> bool:
 def may_have_training_loop(source: str) -> bool:
     if "update_grad" in source:
         return True
+    if "training_step" in source and "accumulate_grad_batches" in source:
+        return True  # Lightning automatic optimisation: the backward is the framework's (GA011)
     if "backward" not in source:
         return False
     return _calls_backward(source) and _STEP_LIKE.search(source) is not None

@@ -244,7 +244,11 @@ def test_rule_command_unknown_code() -> None:
 def test_rules_json_lists_every_rule() -> None:
     code, out, _ = run("rules", "--output-format", "json")
     assert code == 0
-    assert [r["code"] for r in json.loads(out)] == ["GA001", "GA002", "GA003", "GA004", "GA005"]
+    rules = json.loads(out)
+    assert [r["code"] for r in rules] == ["GA001", "GA002", "GA003", "GA004", "GA005", "GA010", "GA011", "GA012",
+                                          "GA013"]
+    assert {r["code"] for r in rules if not r["default"]} == {"GA013"}
+    assert {r["code"] for r in rules if r["severity"] == "warning"} == {"GA012"}
 
 
 def test_python_dash_m_and_no_torch_import(buggy: Path) -> None:

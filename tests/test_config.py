@@ -196,7 +196,7 @@ def test_show_settings(project: Path) -> None:
     code, out, _ = run("--show-settings", "--extend-select", "GA002", str(project / "train.py"))
     assert code == 0
     assert f'config-file = "{project / "pyproject.toml"}"' in out
-    assert 'enabled-rules = ["GA001", "GA002", "GA003", "GA004", "GA005"]' in out
+    assert 'enabled-rules = ["GA001", "GA002", "GA003", "GA004", "GA005", "GA010", "GA011", "GA012"]' in out
     assert 'command-line = ["--extend-select=GA002"]' in out
     assert '"tests/*" = ["GA001"]' in out
     code, out, _ = run("--show-settings", "--isolated", str(project / "train.py"))

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from gradlint.cli import main
+from gradlint.rules import ALL_RULES
 
 ROOT = Path(__file__).resolve().parent.parent
 SARIF_SCHEMA = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"
@@ -107,7 +108,7 @@ def test_json_shape(files: list[str]) -> None:
     assert len(items) == 4
     for item in items:
         assert set(item) == {"code", "message", "filename", "location", "end_location", "url", "fix",
-                             "noqa_row", "cell"}
+                             "noqa_row", "cell", "severity"}
         assert set(item["location"]) == set(item["end_location"]) == {"row", "column"}
         assert item["cell"] is None
     assert [(i["filename"], i["code"], i["location"]["row"]) for i in items] == [
@@ -154,7 +155,7 @@ def test_sarif_is_valid_against_the_2_1_0_schema(files: list[str]) -> None:
 
     run_ = log["runs"][0]
     rules = run_["tool"]["driver"]["rules"]
-    assert [r["id"] for r in rules] == ["GA001", "GA002", "GA003", "GA004", "GA005"]
+    assert [r["id"] for r in rules] == [r.code for r in ALL_RULES]
     for rule in rules:
         assert rule["shortDescription"]["text"] and rule["helpUri"].startswith("https://")
         assert "## Why is this bad?" in rule["help"]["markdown"]

@@ -106,10 +106,10 @@ def test_multiline_noqa_on_the_middle_line_does_not_count() -> None:
 
 
 def test_unknown_ga_code_is_a_warning_and_suppresses_nothing() -> None:
-    source = LOOP.format(zg="  # noqa: GA010", bw="")
+    source = LOOP.format(zg="  # noqa: GA099", bw="")
     assert codes(source) == [(5, "GA001"), (7, "GA002")]
     [warning] = warnings(source)
-    assert warning.startswith("5: unknown rule code `GA010`")
+    assert warning.startswith("5: unknown rule code `GA099`")
 
 
 def test_probe_codes_are_known() -> None:

@@ -41,7 +41,7 @@ def render_github(report: Report) -> str:
         if d.cell is None:  # a notebook's rows are not rows of its JSON file: annotate the file
             props += [f"line={d.row}", f"col={d.column}", f"endLine={d.end_row}", f"endColumn={d.end_column}"]
         props.append(f"title={_escape_property(d.code)}")
-        out.append(f"::error {','.join(props)}::{_escape_data(f'{d.location()}: {d.code} {d.message}')}")
+        out.append(f"::{d.severity} {','.join(props)}::{_escape_data(f'{d.location()}: {d.code} {d.message}')}")
     return "".join(line + "\n" for line in out)
 
 
@@ -56,8 +56,9 @@ def _sarif_rule(rule: type) -> dict[str, Any]:
         "fullDescription": {"text": _section(rule.documentation(), "Why is this bad?") or rule.summary()},
         "help": {"text": rule.documentation(), "markdown": rule.documentation()},
         "helpUri": rule_url(rule.code),
-        "defaultConfiguration": {"level": "error"},
-        "properties": {"tags": ["correctness", "pytorch", "gradient-accumulation"]},
+        "defaultConfiguration": {"level": rule.severity},
+        "properties": {"tags": ["performance" if rule.severity == "warning" else "correctness", "pytorch",
+                                "gradient-accumulation"]},
     }
 
 
@@ -76,7 +77,7 @@ def _sarif_result(d: Diagnostic, index: dict[str, int]) -> dict[str, Any]:
     result: dict[str, Any] = {
         "ruleId": d.code,
         "ruleIndex": index[d.code],
-        "level": "error",
+        "level": d.severity,
         "message": {"text": d.message if d.cell is None else f"cell {d.cell}:{d.row}:{d.column}: {d.message}"},
         "locations": [{"physicalLocation": location}],
     }
@@ -153,7 +154,7 @@ def render_gitlab(report: Report) -> str:
                                                                           f"{d.message}",
             "check_name": f"{d.code} {RULES_BY_CODE[d.code].name if d.code in RULES_BY_CODE else ''}".strip(),
             "fingerprint": fingerprint,
-            "severity": "major",
+            "severity": "minor" if d.severity == "warning" else "major",
             "location": {"path": path, "lines": {"begin": begin}},
         })
     return json.dumps(items, indent=2) + "\n"

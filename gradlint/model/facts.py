@@ -32,6 +32,10 @@ _OPTIMIZER_CLASSES = {
     "DeepSpeedCPUAdam", "AdamW8bit", "Adam8bit", "PagedAdamW", "PagedAdamW8bit", "Muon", "Shampoo",
     "ZeroRedundancyOptimizer", "Sophia", "Adan", "AdaBelief",
 }
+# Models whose `outputs.loss` is a mean over a varying number of (non-ignored) tokens.
+_TOKEN_MODEL = re.compile(r"CausalLM|LMHead|MaskedLM|Seq2SeqLM|ConditionalGeneration|TokenClassification|PreTraining")
+_WRAPPERS = {"DistributedDataParallel": "ddp", "DDP": "ddp", "FullyShardedDataParallel": "fsdp", "FSDP": "fsdp",
+             "fully_shard": "fsdp"}
 _OPT_NAME = re.compile(r"(?:.*_)?opt(?:[_0-9].*|[a-z])?|.*optim.*", re.IGNORECASE)
 
 
@@ -48,6 +52,12 @@ class ModuleFacts:
     # ids of the functions (0: module-level code) that run a backward themselves or call a
     # same-module helper that does: only their walks can find a training loop.
     reaches_backward: set[int] = field(default_factory=set)
+    accelerator_calls: dict[str, cst.Call] = field(default_factory=dict)  # name -> `Accelerator(...)`
+    # names bound to `DDP(...)` / `FSDP(...)` / `fully_shard(...)` -> "ddp" or "fsdp"
+    wrapped_models: dict[str, str] = field(default_factory=dict)
+    token_mean_criteria: set[str] = field(default_factory=set)  # `CrossEntropyLoss(ignore_index=...)`
+    builds_token_model: bool = False  # a causal/masked LM (`AutoModelForCausalLM.from_pretrained`) is built here
+    trainer_calls: list[cst.Call] = field(default_factory=list)  # Lightning `Trainer(...)` constructions
 
     def role(self, text: str | None) -> Role:
         if not text:
@@ -123,6 +133,22 @@ class _FactsCollector(cst.CSTVisitor):
             self._backward.add(owner)
         elif name:
             self._calls.setdefault(owner, set()).add(name)
+        self._model_facts(node, name)
+
+    def _model_facts(self, node: cst.Call, name: str) -> None:
+        """What kind of model and trainer the module builds (for GA011-GA013)."""
+        facts = self.facts
+        if name in ("from_pretrained", "from_config") and isinstance(node.func, cst.Attribute):
+            if _TOKEN_MODEL.search(last_part(dotted(node.func.value))):
+                facts.builds_token_model = True
+        elif _TOKEN_MODEL.search(name) and name[:1].isupper():
+            facts.builds_token_model = True  # `GPT2LMHeadModel(config)`
+        elif name == "Trainer":
+            facts.trainer_calls.append(node)
+        elif name == "fully_shard" and node.args:  # FSDP2 shards in place: `fully_shard(model)`
+            target = dotted(node.args[0].value)
+            if target:
+                facts.wrapped_models.setdefault(target, "fsdp")
 
     def leave_Module(self, original_node: cst.Module) -> None:
         reached = set(self._backward)
@@ -178,6 +204,8 @@ class _FactsCollector(cst.CSTVisitor):
         last = last_part(name)
         facts = self.facts
         if last == "Accelerator":
+            for target in names:
+                facts.accelerator_calls[target] = call
             accumulates = (
                 keyword(call, "gradient_accumulation_steps") is not None
                 or keyword(call, "gradient_accumulation_plugin") is not None
@@ -193,6 +221,12 @@ class _FactsCollector(cst.CSTVisitor):
         reduction = string(keyword(call, "reduction"))
         if reduction == "sum":
             facts.sum_criteria.update(names)
+        elif last == "CrossEntropyLoss" and keyword(call, "ignore_index") is not None and reduction is None:
+            facts.token_mean_criteria.update(names)
+        wrapper = _WRAPPERS.get(last)
+        if wrapper is not None:
+            for target in names:
+                facts.wrapped_models[target] = wrapper
         role = _constructor_role(name)
         if role is not None and len(names) == 1:
             facts.roles[names[0]] = role

@@ -37,6 +37,7 @@ class Scaling(IntEnum):
 class Provenance:
     scaling: Scaling
     how: str  # for messages: "divided by `K`", "from `criterion(...)`"
+    divisor: cst.BaseExpression | None = None  # DIVIDED: what it was divided by
 
 
 _COUNT_KEYWORDS = ("num_items", "num_items_in_batch", "normalizer", "num_tokens", "n_tokens", "sample_size")
@@ -79,7 +80,7 @@ class _Tracer:
         if isinstance(op, cst.Divide | cst.FloorDivide):
             divisor = number(node.right)
             if divisor is None or self._is_k(divisor):
-                return Provenance(Scaling.DIVIDED, f"divided by `{code(node.right)}`")
+                return Provenance(Scaling.DIVIDED, f"divided by `{code(node.right)}`", node.right)
             return self.expr(node.left, frame, order, depth + 1)
         if isinstance(op, cst.Multiply):
             left, right = number(node.left), number(node.right)
@@ -108,7 +109,8 @@ class _Tracer:
         if method in ("div", "div_", "true_divide", "divide", "true_divide_"):
             divisor = number(positional(node)[0]) if positional(node) else None
             if divisor is None or self._is_k(divisor):
-                return Provenance(Scaling.DIVIDED, f"divided with `.{method}()`")
+                return Provenance(Scaling.DIVIDED, f"divided with `.{method}()`",
+                                  positional(node)[0] if positional(node) else None)
         if method in ("mul", "mul_", "multiply") and positional(node) and number(positional(node)[0]) is None:
             return Provenance(Scaling.NORMALISED, f"multiplied with `.{method}()`")
         if method == "sum":
@@ -177,7 +179,7 @@ class _Tracer:
                     if isinstance(a.operator, cst.DivideAssign | cst.FloorDivideAssign):
                         divisor = number(a.value)
                         if divisor is None or self._is_k(divisor):
-                            found.append(Provenance(Scaling.DIVIDED, f"divided by `{code(a.value)}`"))
+                            found.append(Provenance(Scaling.DIVIDED, f"divided by `{code(a.value)}`", a.value))
                     elif isinstance(a.operator, cst.MultiplyAssign):
                         factor = number(a.value)
                         if factor is None:

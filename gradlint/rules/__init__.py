@@ -8,6 +8,10 @@ from gradlint.rules.ga002_loss_not_scaled import LossNotScaled
 from gradlint.rules.ga003_clip_before_accumulation_complete import ClipBeforeAccumulationComplete
 from gradlint.rules.ga004_missing_remainder_step import MissingRemainderStep
 from gradlint.rules.ga005_clip_without_unscale import ClipWithoutUnscale
+from gradlint.rules.ga010_off_by_one_accumulation_gate import OffByOneAccumulationGate
+from gradlint.rules.ga011_double_loss_scaling import DoubleLossScaling
+from gradlint.rules.ga012_missing_no_sync import MissingNoSync
+from gradlint.rules.ga013_token_mean_per_micro_batch import TokenMeanPerMicroBatch
 
 ALL_RULES: tuple[type[Rule], ...] = (
     ZeroGradEveryMicroBatch,
@@ -15,6 +19,10 @@ ALL_RULES: tuple[type[Rule], ...] = (
     ClipBeforeAccumulationComplete,
     MissingRemainderStep,
     ClipWithoutUnscale,
+    OffByOneAccumulationGate,
+    DoubleLossScaling,
+    MissingNoSync,
+    TokenMeanPerMicroBatch,
 )
 RULES_BY_CODE: dict[str, type[Rule]] = {rule.code: rule for rule in ALL_RULES}
 

@@ -27,6 +27,7 @@ class Rule:
     code: ClassVar[str]
     name: ClassVar[str]
     default_enabled: ClassVar[bool] = True
+    severity: ClassVar[str] = "error"  # "warning": a performance rule (the result is correct, only slower)
 
     def check(self, model: ModuleModel) -> Iterator[Finding]:
         raise NotImplementedError

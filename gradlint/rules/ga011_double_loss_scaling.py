@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import libcst as cst
+
+from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling, TrainingLoop, When
+from gradlint.model.provenance import trace
+from gradlint.model.quantities import looks_like_k, same_quantity
+from gradlint.model.syntax import code, dotted, keyword, last_part
+from gradlint.model.walker import Event, Frame
+from gradlint.rules.base import Finding, Rule, show, via
+
+
+class DoubleLossScaling(Rule):
+    """
+    ## What it does
+    Flags a loss divided by K before a backward that already divides by K, and
+    `accelerator.accumulate()` with an Accelerator built without `gradient_accumulation_steps`.
+
+    The backwards that divide: `accelerator.backward()` when the Accelerator was built with
+    `gradient_accumulation_steps`, a DeepSpeed engine's `backward()`, and Lightning's automatic
+    optimisation with `accumulate_grad_batches` (a `training_step` returning `loss / K`).
+
+    ## Why is this bad?
+    These frameworks divide the loss by K themselves. Dividing it again makes every update K times
+    too small: the effective learning rate is lr / K, and changing K changes training. With
+    `Accelerator()` built without `gradient_accumulation_steps`, `accumulate()` syncs and steps on
+    every micro-batch: the effective batch is one micro-batch, whatever the script intends.
+
+    Not flagged: a division by a token or sample count, a DeepSpeed `backward(loss,
+    scale_wrt_gas=False)`, an engine whose `step()` is gated by hand, an `Accelerator(**kwargs)` or
+    one given a plugin, or a script that sets `gradient_accumulation_steps` on it later (the
+    `ACCELERATE_GRADIENT_ACCUMULATION_STEPS` environment variable can also set it: silence the
+    finding with `# noqa: GA011` if you rely on that).
+
+    ## Example
+    ```python
+    accelerator = Accelerator(gradient_accumulation_steps=accum_steps)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    for x, y in loader:
+        with accelerator.accumulate(model):
+            loss = criterion(model(x), y) / accum_steps
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Use instead
+    ```python
+    accelerator = Accelerator(gradient_accumulation_steps=accum_steps)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    for x, y in loader:
+        with accelerator.accumulate(model):
+            loss = criterion(model(x), y)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+    """
+
+    code = "GA011"
+    name = "double-loss-scaling"
+
+    def check(self, model: ModuleModel) -> Iterator[Finding]:
+        reported: set[int] = set()
+        for loop in model.loops:
+            for event in loop.of_kind(Kind.BACKWARD):
+                if id(event.node) in reported or not loop.in_loop(event):
+                    continue
+                message = self._divided_twice(model, loop, event)
+                if message:
+                    reported.add(id(event.node))
+                    yield Finding(self.code, event.node, message)
+            if loop.kind is LoopKind.ACCELERATE:
+                yield from self._accumulate_without_steps(model, loop, reported)
+        yield from self._lightning(model)
+
+    def _divided_twice(self, model: ModuleModel, loop: TrainingLoop, event: Event) -> str | None:
+        framework = event.spec.framework
+        receiver = event.spec.receiver
+        if framework is Framework.ACCELERATE:
+            call = model.facts.accelerator_calls.get(receiver or "") or (
+                next(iter(model.facts.accelerator_calls.values())) if len(model.facts.accelerator_calls) == 1 else None
+            )
+            k = keyword(call, "gradient_accumulation_steps") if call is not None else None
+            if k is None:
+                return None
+            divisor = self._divisor(model, event, k)
+            if divisor is None:
+                return None
+            return (f"{show(event)}{via(event)} backpropagates a loss divided by `{code(divisor)}`, but "
+                    f"`{receiver}` was built with `gradient_accumulation_steps={code(k)}` and divides by it "
+                    "again in `backward()`: every update is K times too small; drop the division")
+        if framework is Framework.DEEPSPEED and loop.kind is LoopKind.ENGINE:
+            if isinstance(event.node, cst.Call) and keyword(event.node, "scale_wrt_gas") is not None:
+                return None
+            steps = [s for s in loop.of_kind(Kind.STEP) if s.spec.framework is Framework.DEEPSPEED]
+            if not steps or any(loop.when(s) is not When.EVERY for s in steps):
+                return None  # the step is gated by hand: the engine may be configured with K = 1
+            divisor = self._divisor(model, event, None)
+            if divisor is None:
+                return None
+            return (f"{show(event)}{via(event)} backpropagates a loss divided by `{code(divisor)}`, but the "
+                    "DeepSpeed engine already divides by its `gradient_accumulation_steps` in `backward()`: "
+                    "every update is K times too small; drop the division")
+        return None
+
+    @staticmethod
+    def _divisor(model: ModuleModel, event: Event, k: cst.BaseExpression | None) -> cst.BaseExpression | None:
+        order = event.frame.scope.call_order.get(id(event.node))
+        found = trace(event.spec.value, event.frame, order, model.facts, model.scopes, None)
+        divisor = found.divisor
+        if found.scaling is not Scaling.DIVIDED or divisor is None:
+            return None
+        if same_quantity(divisor, k) or looks_like_k(divisor):
+            return divisor
+        return None
+
+    def _accumulate_without_steps(self, model: ModuleModel, loop: TrainingLoop,
+                                  reported: set[int]) -> Iterator[Finding]:
+        for event in loop.of_kind(Kind.BACKWARD):
+            for context in event.contexts:
+                if context.method != "accumulate" or id(context.expr) in reported:
+                    continue
+                call = model.facts.accelerator_calls.get(context.receiver or "")
+                if call is None or not _clearly_without_accumulation(model, call, context.receiver or ""):
+                    continue
+                reported.add(id(context.expr))
+                yield Finding(
+                    self.code,
+                    context.expr,
+                    f"`{code(context.expr)}` accumulates nothing: `{context.receiver}` was built with "
+                    "`Accelerator(...)` without "
+                    "`gradient_accumulation_steps`, so every micro-batch syncs and steps; pass "
+                    "`gradient_accumulation_steps=K` to `Accelerator(...)`",
+                )
+
+    def _lightning(self, model: ModuleModel) -> Iterator[Finding]:
+        """`training_step` returning `loss / K` under automatic optimisation with accumulate_grad_batches."""
+        trainer_k = [keyword(c, "accumulate_grad_batches") for c in model.facts.trainer_calls]
+        trainer_k = [k for k in trainer_k if k is not None]
+        for cls, method in model.facts.methods.get("training_step", []):
+            if _manual_optimisation(cls):
+                continue
+            scope = model.scopes.get(method)
+            frame = Frame(scope, cls)
+            for value in scope.returns:
+                loss: cst.BaseExpression | None = value
+                if isinstance(value, cst.Dict):
+                    loss = next((e.value for e in value.elements if isinstance(e, cst.DictElement)
+                                 and code(e.key) in ('"loss"', "'loss'")), None)
+                if loss is None:
+                    continue
+                found = trace(loss, frame, None, model.facts, model.scopes, None)
+                divisor = found.divisor
+                if found.scaling is not Scaling.DIVIDED or divisor is None:
+                    continue
+                explicit = last_part(dotted(divisor)) == "accumulate_grad_batches"
+                if not explicit and not any(same_quantity(divisor, k) for k in trainer_k):
+                    continue
+                yield Finding(
+                    self.code,
+                    value,
+                    f"`training_step` returns a loss divided by `{code(divisor)}`, but Lightning's automatic "
+                    "optimisation already divides it by `accumulate_grad_batches`: every update is K times "
+                    "too small; return the undivided loss",
+                )
+
+
+def _manual_optimisation(cls: cst.ClassDef) -> bool:
+    """True unless `cls` is a LightningModule under automatic optimisation."""
+    if not any(last_part(dotted(b.value)) == "LightningModule" for b in cls.bases):
+        return True
+    text = code(cls)
+    return "automatic_optimization = False" in text or "manual_backward" in text
+
+
+def _clearly_without_accumulation(model: ModuleModel, call: cst.Call, name: str) -> bool:
+    if any(a.star for a in call.args):
+        return False  # `Accelerator(**kwargs)`: may carry it
+    if any(keyword(call, k) is not None for k in ("gradient_accumulation_steps", "gradient_accumulation_plugin",
+                                                   "deepspeed_plugin", "deepspeed_plugins")):
+        return False
+    # Set later (`accelerator.gradient_accumulation_steps = ...`) or from the environment by name.
+    for scope_name in (f"{name}.gradient_accumulation_steps", f"{last_part(name)}.gradient_accumulation_steps"):
+        if any(scope_name in s.assignments for s in _all_scopes(model)):
+            return False
+    return "ACCELERATE_GRADIENT_ACCUMULATION_STEPS" not in model.module.code
+
+
+def _all_scopes(model: ModuleModel):
+    yield model.scopes.get(model.module)
+    for function in model.facts.functions.values():
+        yield model.scopes.get(function)
+    for methods in model.facts.methods.values():
+        for _, method in methods:
+            yield model.scopes.get(method)
