@@ -52,7 +52,7 @@ class ModuleFacts:
     # ids of the functions (0: module-level code) that run a backward themselves or call a
     # same-module helper that does: only their walks can find a training loop.
     reaches_backward: set[int] = field(default_factory=set)
-    accelerator_calls: dict[str, cst.Call] = field(default_factory=dict)  # name -> `Accelerator(...)`
+    accelerator_calls: dict[str, list[cst.Call]] = field(default_factory=dict)  # name -> its `Accelerator(...)`s
     # names bound to `DDP(...)` / `FSDP(...)` / `fully_shard(...)` -> "ddp" or "fsdp"
     wrapped_models: dict[str, str] = field(default_factory=dict)
     token_mean_criteria: set[str] = field(default_factory=set)  # `CrossEntropyLoss(ignore_index=...)`
@@ -124,6 +124,7 @@ class _FactsCollector(cst.CSTVisitor):
         self._backward: set[int] = set()
         self._calls: dict[int, set[str]] = {}
         self._helpers: dict[str, set[int]] = {}
+        self._torch_names: set[str] = set()  # names imported from torch (`from torch... import X as DDP`)
 
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
@@ -160,12 +161,23 @@ class _FactsCollector(cst.CSTVisitor):
             reached |= grown
         self.facts.reaches_backward = reached
 
+    def _from_torch(self, name: str) -> bool:
+        """`DDP(...)` imported from torch (apex's DDP has no `no_sync`); a dotted call not from apex."""
+        if "." in name:
+            return name.split(".")[0] not in ("apex", "deepscale")
+        return name in self._torch_names
+
     def visit_Import(self, node: cst.Import) -> None:
         for alias in node.names:
             if (dotted(alias.name) or "").split(".")[0] == "deepspeed":
                 self.facts.uses_deepspeed = True
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if node.module is not None and (dotted(node.module) or "").split(".")[0] == "torch" \
+                and not isinstance(node.names, cst.ImportStar):
+            for alias in node.names:
+                bound = alias.asname.name if alias.asname is not None else alias.name
+                self._torch_names.add(dotted(bound) or "")  # type: ignore[arg-type]
         if node.module is not None and (dotted(node.module) or "").split(".")[0] == "deepspeed":
             self.facts.uses_deepspeed = True
 
@@ -205,7 +217,7 @@ class _FactsCollector(cst.CSTVisitor):
         facts = self.facts
         if last == "Accelerator":
             for target in names:
-                facts.accelerator_calls[target] = call
+                facts.accelerator_calls.setdefault(target, []).append(call)
             accumulates = (
                 keyword(call, "gradient_accumulation_steps") is not None
                 or keyword(call, "gradient_accumulation_plugin") is not None
@@ -224,7 +236,7 @@ class _FactsCollector(cst.CSTVisitor):
         elif last == "CrossEntropyLoss" and keyword(call, "ignore_index") is not None and reduction is None:
             facts.token_mean_criteria.update(names)
         wrapper = _WRAPPERS.get(last)
-        if wrapper is not None:
+        if wrapper is not None and self._from_torch(name):
             for target in names:
                 facts.wrapped_models[target] = wrapper
         role = _constructor_role(name)

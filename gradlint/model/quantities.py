@@ -15,6 +15,11 @@ _K_NAME = re.compile(
 )
 
 
+def is_k_name(name: str) -> bool:
+    """`gradient_accumulation_steps`, `accum_iter`, `update_freq`: a name for K."""
+    return bool(_K_NAME.fullmatch(name))
+
+
 def looks_like_k(node: cst.BaseExpression | None) -> bool:
     """`args.gradient_accumulation_steps`, `self.accum_iter`, `engine.gradient_accumulation_steps()`."""
     if node is None:

@@ -6,7 +6,7 @@ import libcst as cst
 
 from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling, TrainingLoop, When
 from gradlint.model.provenance import trace
-from gradlint.model.quantities import looks_like_k, same_quantity
+from gradlint.model.quantities import is_k_name, looks_like_k, same_quantity
 from gradlint.model.syntax import code, dotted, keyword, last_part
 from gradlint.model.walker import Event, Frame
 from gradlint.rules.base import Finding, Rule, show, via
@@ -80,9 +80,7 @@ class DoubleLossScaling(Rule):
         framework = event.spec.framework
         receiver = event.spec.receiver
         if framework is Framework.ACCELERATE:
-            call = model.facts.accelerator_calls.get(receiver or "") or (
-                next(iter(model.facts.accelerator_calls.values())) if len(model.facts.accelerator_calls) == 1 else None
-            )
+            call = _accelerator_call(model, loop, event.frame.scope, receiver)
             k = keyword(call, "gradient_accumulation_steps") if call is not None else None
             if k is None:
                 return None
@@ -123,7 +121,7 @@ class DoubleLossScaling(Rule):
             for context in event.contexts:
                 if context.method != "accumulate" or id(context.expr) in reported:
                     continue
-                call = model.facts.accelerator_calls.get(context.receiver or "")
+                call = _accelerator_call(model, loop, event.frame.scope, context.receiver)
                 if call is None or not _clearly_without_accumulation(model, call, context.receiver or ""):
                     continue
                 reported.add(id(context.expr))
@@ -176,23 +174,49 @@ def _manual_optimisation(cls: cst.ClassDef) -> bool:
     return "automatic_optimization = False" in text or "manual_backward" in text
 
 
+def _accelerator_call(model: ModuleModel, loop: TrainingLoop, scope, name: str | None) -> cst.Call | None:
+    """The `Accelerator(...)` that built `name`: the one assigned in the loop's (or the event's) own
+    function, else the module's only one. Several functions often each build their own."""
+    for candidate in (scope, loop.loop.frame.scope):
+        local = [a.value for a in candidate.assignments.get(name or "", [])
+                 if isinstance(a.value, cst.Call) and last_part(dotted(a.value.func)) == "Accelerator"]
+        if local:
+            return local[-1]
+    calls = model.facts.accelerator_calls
+    found = calls.get(name or "") or (next(iter(calls.values())) if len(calls) == 1 else [])
+    return found[0] if len(found) == 1 else None
+
+
 def _clearly_without_accumulation(model: ModuleModel, call: cst.Call, name: str) -> bool:
     if any(a.star for a in call.args):
         return False  # `Accelerator(**kwargs)`: may carry it
     if any(keyword(call, k) is not None for k in ("gradient_accumulation_steps", "gradient_accumulation_plugin",
                                                    "deepspeed_plugin", "deepspeed_plugins")):
         return False
-    # Set later (`accelerator.gradient_accumulation_steps = ...`) or from the environment by name.
-    for scope_name in (f"{name}.gradient_accumulation_steps", f"{last_part(name)}.gradient_accumulation_steps"):
-        if any(scope_name in s.assignments for s in _all_scopes(model)):
-            return False
+    scan = _AccumulationNames()
+    model.module.visit(scan)
+    # Set later (`accelerator.gradient_accumulation_steps = ...`, in any function), or never meant
+    # to accumulate (no K anywhere: `accumulate()` kept from a template is a harmless no-op).
+    if scan.assigned or not scan.intent:
+        return False
     return "ACCELERATE_GRADIENT_ACCUMULATION_STEPS" not in model.module.code
 
 
-def _all_scopes(model: ModuleModel):
-    yield model.scopes.get(model.module)
-    for function in model.facts.functions.values():
-        yield model.scopes.get(function)
-    for methods in model.facts.methods.values():
-        for _, method in methods:
-            yield model.scopes.get(method)
+class _AccumulationNames(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.assigned = False  # `x.gradient_accumulation_steps = ...`
+        self.intent = False  # a name for K (`gradient_accumulation_steps`, `accum_iter`) in the code
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        if last_part(dotted(node.target)) == "gradient_accumulation_steps" and "." in (dotted(node.target) or ""):
+            self.assigned = True
+
+    def visit_Name(self, node: cst.Name) -> None:
+        if not self.intent and node.value != "accumulate" and is_k_name(node.value):
+            self.intent = True
+
+    def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        # `parser.add_argument("--gradient_accumulation_steps", ...)`
+        text = node.value.strip("\"'-")
+        if not self.intent and " " not in text and is_k_name(text):
+            self.intent = True

@@ -37,6 +37,8 @@ class MissingNoSync(Rule):
 
     ## Example
     ```python
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
     model = DDP(model, device_ids=[rank])
     for i, (x, y) in enumerate(loader):
         loss = criterion(model(x), y) / accum_steps
@@ -48,6 +50,8 @@ class MissingNoSync(Rule):
 
     ## Use instead
     ```python
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
     model = DDP(model, device_ids=[rank])
     for i, (x, y) in enumerate(loader):
         sync = (i + 1) % accum_steps == 0
