@@ -48,6 +48,8 @@ class ModuleFacts:
     # ids of the functions (0: module-level code) that run a backward themselves or call a
     # same-module helper that does: only their walks can find a training loop.
     reaches_backward: set[int] = field(default_factory=set)
+    # name -> the constructor call that gave it its role (`scheduler = get_linear_schedule...(...)`)
+    constructors: dict[str, cst.Call] = field(default_factory=dict)
 
     def role(self, text: str | None) -> Role:
         if not text:
@@ -69,6 +71,13 @@ class ModuleFacts:
         if _OPT_NAME.fullmatch(name):
             return Role.OPTIMIZER
         return Role.OTHER
+
+    def constructor(self, text: str | None) -> cst.Call | None:
+        """The call that built `text` in this module (`torch.optim.AdamW(...)`), or None."""
+        for key in (text, last_part(text)):
+            if key and key in self.constructors:
+                return self.constructors[key]
+        return None
 
     def accelerator_divides(self, text: str | None) -> bool | None:
         """Whether `text.backward(loss)` divides by K: None when the Accelerator is not built here."""
@@ -96,10 +105,11 @@ def _constructor_role(name: str) -> Role | None:
     last = last_part(name)
     if last in ("GradScaler", "ShardedGradScaler") or last.endswith("Scaler"):
         return Role.SCALER
-    if last in _OPTIMIZER_CLASSES or (".optim." in f".{name}." and last[:1].isupper()):
-        return Role.OPTIMIZER
+    # Schedulers first: `torch.optim.lr_scheduler.LambdaLR` lives under `torch.optim` too.
     if "Scheduler" in last or re.fullmatch(r"[A-Z]\w*LR", last) or "schedule" in last.lower():
         return Role.SCHEDULER
+    if last in _OPTIMIZER_CLASSES or (".optim." in f".{name}." and last[:1].isupper()):
+        return Role.OPTIMIZER
     if last == "Fabric":
         return Role.FABRIC
     return None
@@ -196,6 +206,7 @@ class _FactsCollector(cst.CSTVisitor):
         role = _constructor_role(name)
         if role is not None and len(names) == 1:
             facts.roles[names[0]] = role
+            facts.constructors[names[0]] = call
 
 
 def collect_facts(module: cst.Module) -> ModuleFacts:

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import libcst as cst
+
+from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role
+from gradlint.model.syntax import code, keyword, last_part, positional
+from gradlint.rules.base import Finding, Rule, show, via
+
+
+class ZeroGradBeforeStep(Rule):
+    """
+    ## What it does
+    Flags a `zero_grad()` (or `p.grad = None`) that runs after the last backward and before the
+    optimizer step on the same path, so that the step sees cleared gradients.
+
+    ## Why is this bad?
+    The optimizer applies whatever `.grad` holds when `step()` runs. Clearing it between the
+    backward and the step throws the whole window's gradient away: with `set_to_none=True` (the
+    default since PyTorch 2.0) the step skips every parameter, otherwise it applies a zero gradient
+    (plus momentum and weight decay). The model does not learn from its data, and nothing raises.
+
+    Not flagged: `zero_grad()` before the backward, after the step, in an `except` handler, on a path
+    that leaves the iteration without stepping (`if not torch.isfinite(loss): optimizer.zero_grad();
+    continue`), under a condition the step does not share, on another optimizer's gradients, before
+    `optimizer.step(closure)` (the closure computes fresh gradients), and DeepSpeed engines.
+
+    ## Example
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = criterion(model(x), y) / accum_steps
+        loss.backward()
+        if (i + 1) % accum_steps == 0:
+            optimizer.zero_grad()
+            optimizer.step()
+    ```
+
+    ## Use instead
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = criterion(model(x), y) / accum_steps
+        loss.backward()
+        if (i + 1) % accum_steps == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+    """
+
+    code = "GA006"
+    name = "zero-grad-before-step"
+
+    def check(self, model: ModuleModel) -> Iterator[Finding]:
+        for loop in model.loops:
+            if loop.kind is LoopKind.ENGINE:
+                continue
+            backwards = loop.of_kind(Kind.BACKWARD)
+            steps = [s for s in loop.of_kind(Kind.STEP) if _plain_step(s)]
+            optimizers = {stepped(s) for s in steps}
+            for clear in loop.of_kind(Kind.ZERO_GRAD):
+                if clear.spec.framework is Framework.DEEPSPEED or _exceptional(clear):
+                    continue
+                if not any(b.order < clear.order for b in backwards):
+                    continue  # nothing to throw away yet
+                for step in steps:
+                    if step.order < clear.order or not _clears_for(model, clear, step, optimizers):
+                        continue
+                    if any(clear.order < b.order < step.order for b in backwards):
+                        continue  # a backward refills the gradients before the step
+                    if not _conditions(clear) <= _conditions(step):
+                        continue  # the clear does not run every time the step does
+                    yield Finding(self.code, clear.node, _message(clear, step))
+                    break
+
+
+def stepped(step: Event) -> str | None:
+    """The optimizer a step applies: `optimizer` for `optimizer.step()` and `scaler.step(optimizer)`."""
+    return step.spec.optimizer or step.spec.receiver
+
+
+def _plain_step(step: Event) -> bool:
+    """Not a DeepSpeed engine, and not `optimizer.step(closure)`: a closure recomputes the gradients."""
+    if step.spec.framework is Framework.DEEPSPEED:
+        return False
+    node = step.node
+    if step.spec.framework is Framework.TORCH and "gate" not in step.spec.extra and isinstance(node, cst.Call):
+        return not positional(node) and keyword(node, "closure") is None
+    return True
+
+
+def _exceptional(event: Event) -> bool:
+    return any(g.exceptional for g in event.guards)
+
+
+def _conditions(event: Event) -> set[tuple[str, bool]]:
+    return {(code(g.expr), g.negated) for g in event.guards if not g.exceptional}
+
+
+def _clears_for(model: ModuleModel, clear: Event, step: Event, optimizers: set[str | None]) -> bool:
+    """Whether the clear wipes the gradients this step applies: the same optimizer, or a model or
+    parameter clear when only one optimizer steps here (with two, which model feeds which is
+    beyond a static look)."""
+    cleared = clear.spec.receiver
+    target = stepped(step)
+    if cleared is None or target is None:
+        return False
+    if cleared == target or last_part(cleared) == last_part(target):
+        return True
+    if model.facts.role(cleared) is Role.OPTIMIZER:
+        return False  # another optimizer's zero_grad
+    return len(optimizers) == 1
+
+
+def _message(clear: Event, step: Event) -> str:
+    return (
+        f"{show(clear)}{via(clear)} runs after the last backward and before {show(step)}{via(step)}: "
+        "the step sees cleared gradients, so the window's gradient is thrown away; clear the "
+        "gradients after the step (or before the backward)"
+    )
