@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import libcst as cst
 
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role
-from gradlint.model.syntax import code, keyword, last_part, positional
+from gradlint.model.syntax import code, dotted, keyword, last_part, positional
 from gradlint.rules.base import Finding, Rule, show, via
 
 
@@ -97,23 +97,59 @@ def _conditions(event: Event) -> set[tuple[str, bool]]:
 
 
 def _clears_for(model: ModuleModel, clear: Event, step: Event, optimizers: set[str | None]) -> bool:
-    """Whether the clear wipes the gradients this step applies: the same optimizer, or a model or
-    parameter clear when only one optimizer steps here (with two, which model feeds which is
-    beyond a static look)."""
+    """Whether the clear wipes the gradients this step applies: the same optimizer, or the whole
+    model that optimizer was built over (`model.zero_grad()` with `AdamW(model.parameters())`) when
+    only one optimizer steps here. Per-parameter clears (`p.grad = None`) and sub-modules
+    (`model.encoder.zero_grad()`) are left alone: dropping a frozen part's gradients before the
+    step is a way to freeze it."""
     cleared = clear.spec.receiver
     target = stepped(step)
     if cleared is None or target is None:
         return False
     if cleared == target or last_part(cleared) == last_part(target):
         return True
-    if model.facts.role(cleared) is Role.OPTIMIZER:
-        return False  # another optimizer's zero_grad
-    return len(optimizers) == 1
+    if model.facts.role(cleared) is Role.OPTIMIZER or len(optimizers) != 1:
+        return False
+    parts = cleared.split(".")
+    parts = parts[1:] if parts[0] == "self" else parts
+    parts = parts[:-1] if len(parts) > 1 and parts[-1] == "module" else parts  # DDP's `.module`
+    if len(parts) != 1:
+        return False
+    built = model.facts.constructor(target)
+    return built is not None and parts[0] in _parameter_owners(model, built)
+
+
+def _parameter_owners(model: ModuleModel, built: cst.Call) -> set[str]:
+    """Names an optimizer's parameters come from: `model` in `AdamW(model.parameters())`, also through
+    one assignment (`groups = [{"params": [p for n, p in model.named_parameters() ...]}]`)."""
+    names = _names_in(built)
+    direct = set(names)
+
+    class Assignments(cst.CSTVisitor):
+        def visit_Assign(self, node: cst.Assign) -> None:
+            if any(last_part(dotted(t.target)) in direct for t in node.targets):
+                names.update(_names_in(node.value))
+
+    model.module.visit(Assignments())
+    return names
+
+
+def _names_in(node: cst.CSTNode) -> set[str]:
+    """Every plain name and `self.x` attribute inside an expression, by its last part."""
+    found: set[str] = set()
+
+    class Names(cst.CSTVisitor):
+        def visit_Name(self, n: cst.Name) -> None:
+            found.add(n.value)
+
+    node.visit(Names())
+    return found
 
 
 def _message(clear: Event, step: Event) -> str:
+    where = via(step) if via(step) != via(clear) else ""
     return (
-        f"{show(clear)}{via(clear)} runs after the last backward and before {show(step)}{via(step)}: "
+        f"{show(clear)}{via(clear)} runs after the last backward and before {show(step)}{where}: "
         "the step sees cleared gradients, so the window's gradient is thrown away; clear the "
         "gradients after the step (or before the backward)"
     )

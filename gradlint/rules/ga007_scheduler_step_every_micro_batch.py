@@ -25,7 +25,7 @@ class Unit(Enum):
 @dataclass(frozen=True)
 class Length:
     unit: Unit
-    evidence: str = ""  # the expression that divides by K
+    evidence: str = ""  # why it counts optimizer steps: the expression that divides by K
 
 
 class SchedulerStepEveryMicroBatch(Rule):
@@ -127,9 +127,9 @@ def _message(loop: TrainingLoop, event: Event, length: Length) -> str:
     head = f"{show(event)}{via(event)} runs on {where}, but {step_of(loop)} only every {loop.k_phrase} micro-batches"
     if length.unit is Unit.OPTIMIZER_STEPS:
         return (
-            f"{head}: the schedule's length counts optimizer steps (`{length.evidence}`), so it runs "
-            f"{loop.k_phrase} times too fast and reaches its end after 1/{loop.k_phrase} of training; "
-            "step it together with the optimizer"
+            f"{head}: the schedule's length counts optimizer steps ({length.evidence}), so it runs "
+            f"{loop.k_phrase} times too fast and ends after 1/{loop.k_phrase} of training; step it "
+            "together with the optimizer"
         )
     return (
         f"{head}: the schedule advances {loop.k_phrase} times per optimizer step ({loop.k_phrase} "
@@ -152,16 +152,18 @@ def schedule_length(model: ModuleModel, scheduler: str | None, loop: TrainingLoo
             continue  # the optimizer
         found.expand(a.value, 0)
     if found.divided is not None:
-        return Length(Unit.OPTIMIZER_STEPS, found.divided)
-    bound = _loop_bound(loop)
+        return Length(Unit.OPTIMIZER_STEPS, f"`{found.divided}`")
+    window = _loop_bound(loop.window.node) if loop.kind is LoopKind.INNER and loop.window else None
+    if window is not None and window in found.names:
+        return Length(Unit.OPTIMIZER_STEPS, f"`{window}`, the outer loop's length")
+    bound = _loop_bound(loop.loop.node)
     if found.counts_batches or (bound is not None and bound in found.names):
         return Length(Unit.MICRO_BATCHES)
     return Length(Unit.UNKNOWN)
 
 
-def _loop_bound(loop: TrainingLoop) -> str | None:
-    """`max_steps` in `for step in range(max_steps):` (a micro-batch loop bounded in micro-batches)."""
-    node = loop.loop.node
+def _loop_bound(node: cst.CSTNode) -> str | None:
+    """`max_steps` in `for step in range(max_steps):`."""
     if isinstance(node, cst.For) and isinstance(node.iter, cst.Call) and dotted(node.iter.func) == "range":
         args = positional(node.iter)
         if args:

@@ -67,14 +67,13 @@ class ScalerUpdateEveryMicroBatch(Rule):
         steps = loop.of_kind(Kind.STEP)
         if any(loop.when(s) is When.EVERY and _optimizer(s) not in accumulating for s in steps):
             return  # another optimizer steps every micro-batch through the same scaler
-        where = _where(loop)
         for step in steps:
             if step.spec.framework is Framework.SCALER and loop.when(step) in _OFF_WINDOW \
                     and _optimizer(step) in accumulating:
                 yield Finding(
                     self.code,
                     step.node,
-                    f"{show(step)}{via(step)} runs on {where}, but the optimizer is meant to step only "
+                    f"{show(step)}{via(step)} runs on {_where(loop, step)}, but the optimizer is meant to step only "
                     f"every {loop.k_phrase} micro-batches: it steps on a partial gradient and nothing "
                     "accumulates; call it under the step condition",
                 )
@@ -91,7 +90,7 @@ class ScalerUpdateEveryMicroBatch(Rule):
             yield Finding(
                 self.code,
                 update.node,
-                f"{show(update)}{via(update)} runs on {where}, but {step_of(loop)} only every "
+                f"{show(update)}{via(update)} runs on {_where(loop, update)}, but {step_of(loop)} only every "
                 f"{loop.k_phrase} micro-batches: {effect}; call it right after the scaler's step",
             )
 
@@ -123,5 +122,7 @@ def _optimizer(event: Event) -> str | None:
     return event.spec.optimizer or event.spec.receiver
 
 
-def _where(loop: TrainingLoop) -> str:
-    return "every micro-step of the inner loop" if loop.kind is LoopKind.INNER else "micro-batches without a step"
+def _where(loop: TrainingLoop, event: Event) -> str:
+    if loop.kind is LoopKind.INNER:
+        return "every micro-step of the inner loop"
+    return "every micro-batch" if loop.when(event) is When.EVERY else "the micro-batches where no step runs"

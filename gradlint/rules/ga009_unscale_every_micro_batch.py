@@ -19,8 +19,10 @@ class UnscaleEveryMicroBatch(Rule):
     `scaler.update()`. Mid-window, the next micro-batches then add *scaled* gradients to the
     unscaled ones, and the next `unscale_` raises `RuntimeError: unscale_() has already been called
     on this optimizer since the last update()` (only with the scaler enabled, so only in the AMP
-    runs). When no second call comes before the step (it sits in the `else` of the gate), the step
-    applies the mixed, partly unscaled gradient silently.
+    runs). When `scaler.update()` runs on every micro-batch too, nothing raises: each `unscale_`
+    divides the whole `.grad` again, so every earlier micro-batch is divided by the scale once more
+    and only the last one really counts. With the `unscale_` in the `else` of a gate and K = 2, the
+    step finds the gradient already unscaled and applies the mix silently.
 
     Not flagged: `unscale_` once per window, under the step condition or after an inner micro-step
     loop; a scaler shared with an optimizer that steps on every micro-batch.
@@ -65,6 +67,13 @@ class UnscaleEveryMicroBatch(Rule):
             if any(loop.when(s) is When.EVERY and (s.spec.optimizer or s.spec.receiver) not in accumulating
                    for s in loop.of_kind(Kind.STEP)):
                 continue  # another optimizer steps every micro-batch: its unscale_ is due
+            updates_too = any(loop.when(u) in _OFF_WINDOW for u in loop.of_kind(Kind.SCALER_UPDATE))
+            if updates_too:
+                effect = ("with `scaler.update()` on every micro-batch too nothing raises, but each "
+                          "`unscale_()` divides the whole `.grad` again, so earlier micro-batches are "
+                          "divided by the loss scale once more each time")
+            else:
+                effect = "the next `unscale_()` before `update()` raises RuntimeError (with the scaler enabled)"
             for unscale in loop.of_kind(Kind.UNSCALE):
                 when = loop.when(unscale)
                 if when not in _OFF_WINDOW:
@@ -82,6 +91,5 @@ class UnscaleEveryMicroBatch(Rule):
                     unscale.node,
                     f"{show(unscale)}{via(unscale)} runs on {where}, but {step_of(loop)} only every "
                     f"{loop.k_phrase} micro-batches: later micro-batches add scaled gradients to the "
-                    "unscaled ones, and a second `unscale_()` before `update()` raises RuntimeError; "
-                    "unscale once per window, just before clipping and the step",
+                    f"unscaled ones; {effect}; unscale once per window, just before clipping and the step",
                 )

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import libcst as cst
 
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, TrainingLoop
+from gradlint.model.events import classify_call
 from gradlint.model.syntax import dotted, keyword, last_part, positional
 from gradlint.rules.base import Finding, Rule, show, via
 
@@ -241,6 +242,8 @@ def _hidden_calls(model: ModuleModel, body: cst.CSTNode, optimizer: str) -> bool
             if helpers:
                 pending.extend(helpers)
                 continue
+            if classify_call(call, model.facts):
+                continue  # a gradient event we know (`scaler.step(optimizer)`, a clip): it does not clear
             owner = dotted(func.value) if isinstance(func, cst.Attribute) else None
             if owner == "self" and dotted(func) not in attributes:
                 return True  # an inherited method: it may clear
