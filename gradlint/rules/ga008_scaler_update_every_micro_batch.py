@@ -99,10 +99,14 @@ class ScalerUpdateEveryMicroBatch(Rule):
         author meant to accumulate, but the step was left outside the gate."""
         if not any(loop.when(b) is When.EVERY for b in loop.of_kind(Kind.BACKWARD)):
             return
+        # Only a clear inside `if <gate>:` itself: one after `if not <gate>: continue` (a negated
+        # exit) may sit in a branch whose `continue` also keeps the step away (open_clip's legacy
+        # loop), which the model does not see.
         gated_clears = {
             z.spec.receiver for z in loop.of_kind(Kind.ZERO_GRAD)
             if loop.in_loop(z) and loop.when(z) is When.ONCE
-            and any(g.periodic is not None and g.periodic.modulus is not None for g in loop.inner_guards(z))
+            and any(g.periodic is not None and g.periodic.modulus is not None and not g.negated
+                    for g in loop.inner_guards(z))
         }
         for step in loop.of_kind(Kind.STEP):
             if step.spec.framework is not Framework.SCALER or loop.when(step) is not When.EVERY:

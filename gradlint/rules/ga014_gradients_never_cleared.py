@@ -63,6 +63,7 @@ class GradientsNeverCleared(Rule):
         if model.facts.uses_deepspeed:
             return
         clears: _Clears | None = None
+        imports: set[str] | None = None
         for loop in model.loops:
             if loop.kind in (LoopKind.ENGINE, LoopKind.UNKNOWN):
                 continue
@@ -74,6 +75,10 @@ class GradientsNeverCleared(Rule):
                 built = model.facts.constructor(optimizer)
                 if built is None or model.facts.role(optimizer) is not Role.OPTIMIZER:
                     continue  # built elsewhere: a wrapper may clear in its own step()
+                if imports is None:
+                    imports = _library_aliases(model.module)
+                if not _library_optimizer(built, imports) or _wrapper_backward(model, loop):
+                    continue  # a project's optimizer class (fairseq, apex-style): its step may clear
                 if clears is None:
                     clears = _Clears(model)
                 if clears.covers(optimizer) or _rebuilt_in(body, optimizer, built):
@@ -88,6 +93,42 @@ class GradientsNeverCleared(Rule):
                     "`p.grad = None`): every backward adds to `.grad`, so each step applies the sum of "
                     f"all gradients so far; call `{optimizer}.zero_grad()` after the step",
                 )
+
+
+# Packages whose optimizers are plain `torch.optim.Optimizer`s: their step() never clears.
+_OPTIMIZER_LIBRARIES = {"torch", "transformers", "bitsandbytes", "apex", "timm", "torch_optimizer",
+                        "lion_pytorch", "came_pytorch", "pytorch_optimizer", "schedulefree"}
+
+
+def _library_aliases(module: cst.Module) -> set[str]:
+    """Names imported at the top of the module from optimizer libraries: `torch`, `optim` (`from torch
+    import optim`), `AdamW` (`from transformers import AdamW`)."""
+    found: set[str] = set()
+    for statement in module.body:
+        for small in statement.body if isinstance(statement, cst.SimpleStatementLine) else ():
+            if isinstance(small, cst.Import):
+                for alias in small.names:
+                    top = (dotted(alias.name) or "").split(".")[0]
+                    if top in _OPTIMIZER_LIBRARIES:
+                        found.add((dotted(alias.asname.name) if alias.asname else None) or top)
+            elif isinstance(small, cst.ImportFrom) and not small.relative and small.module is not None:
+                library = (dotted(small.module) or "").split(".")[0] in _OPTIMIZER_LIBRARIES
+                names = small.names if library and not isinstance(small.names, cst.ImportStar) else ()
+                for alias in names:
+                    found.add(dotted(alias.asname.name if alias.asname else alias.name) or "")
+    return found
+
+
+def _library_optimizer(built: cst.Call, imports: set[str]) -> bool:
+    """`torch.optim.AdamW(...)`, `optim.SGD(...)` with `optim` from torch, `AdamW(...)` imported from
+    transformers: not a project's own optimizer class."""
+    name = dotted(built.func) or ""
+    return name.split(".")[0] in imports
+
+
+def _wrapper_backward(model: ModuleModel, loop: TrainingLoop) -> bool:
+    """`optimizer.backward(loss)`: an optimizer wrapper (fairseq, apex FP16_Optimizer) runs the loop."""
+    return any(model.facts.role(b.spec.receiver) is Role.OPTIMIZER for b in loop.of_kind(Kind.BACKWARD))
 
 
 def _plain(step: Event) -> bool:
