@@ -8,7 +8,7 @@ from enum import Enum
 import libcst as cst
 
 from gradlint.model import Event, Kind, LoopKind, ModuleModel, TrainingLoop, When
-from gradlint.model.syntax import code, dotted, last_part, method_name, positional
+from gradlint.model.syntax import code, dotted, last_part, method_name, positional, string
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
 _OFF_WINDOW = (When.EVERY, When.REST)
@@ -43,7 +43,8 @@ class SchedulerStepEveryMicroBatch(Rule):
 
     Not flagged: a schedule whose length counts micro-batches (`len(loader) * epochs`, not divided
     by K): it spans the whole run, and the learning rate each optimizer step sees is on schedule;
-    `scheduler.step(metric)` (`ReduceLROnPlateau`) and `scheduler.step(epoch)`; schedulers stepped
+    `scheduler.step(metric)` (`ReduceLROnPlateau`) and `scheduler.step(epoch)`; constant schedules
+    (`get_constant_schedule`, `get_scheduler("constant", ...)`); schedulers stepped
     once per window or per epoch; and Accelerate-prepared schedulers inside
     `accelerator.accumulate()`, which skip mid-window (a scheduler that was never passed to
     `accelerator.prepare()` does not skip, and is flagged).
@@ -84,6 +85,8 @@ class SchedulerStepEveryMicroBatch(Rule):
                 for event in loop.of_kind(Kind.SCHEDULER_STEP):
                     if loop.when(event) not in _OFF_WINDOW or _positioned(event):
                         continue
+                    if _constant(model.facts.constructor(event.spec.receiver)):
+                        continue  # a constant learning rate: how often it steps does not matter
                     length = schedule_length(model, event.spec.receiver, loop)
                     if length.unit is Unit.MICRO_BATCHES:
                         continue
@@ -113,6 +116,16 @@ class SchedulerStepEveryMicroBatch(Rule):
                 "skips mid-window, so this one advances `gradient_accumulation_steps` times per "
                 "optimizer step; prepare it",
             )
+
+
+def _constant(call: cst.Call | None) -> bool:
+    """`get_constant_schedule(opt)`, `get_scheduler("constant", ...)` (no warm-up)."""
+    if call is None:
+        return False
+    name = last_part(dotted(call.func)).lower()
+    kind = string(call.args[0].value).lower() if call.args and string(call.args[0].value) else ""
+    texts = (name, kind)
+    return any("constant" in t and "warmup" not in t for t in texts)
 
 
 def _positioned(event: Event) -> bool:
