@@ -18,7 +18,9 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from gradlint.diagnostics import Diagnostic, FileError, FileWarning
 from gradlint.model import build_model
 from gradlint.prefilter import may_have_training_loop
+from gradlint.relevance import relevant_source
 from gradlint.rules import Finding, Rule
+from gradlint.suppression import may_warn
 from gradlint.suppression import scan as scan_suppressions
 
 if TYPE_CHECKING:
@@ -26,8 +28,14 @@ if TYPE_CHECKING:
 
 MAX_BYTES = 10 * 1024 * 1024
 # A file the prefilter skips is never parsed, but a suppression in it that names a GA code (or the
-# file-level form) is still read, so that a typo in it is reported. Cheap: one regex over the text.
-_MAY_NAME_OUR_CODES = re.compile(r"noqa[^\n]*GA[0-9]|gradlint\s*:\s*noqa", re.IGNORECASE)
+# file-level form) is still read, so that a typo in it is reported. Cheap: a regex over the lowered
+# text of files that mention noqa at all (an IGNORECASE search has no literal to skip ahead with).
+_MAY_NAME_OUR_CODES = re.compile(r"noqa[^\n]*ga[0-9]|gradlint\s*:\s*noqa")
+
+
+def _may_name_our_codes(source: str) -> bool:
+    lowered = source.lower()
+    return "noqa" in lowered and _MAY_NAME_OUR_CODES.search(lowered) is not None
 
 
 @dataclass
@@ -85,15 +93,16 @@ def read(path: str) -> tuple[str | None, FileError | None]:
 
 def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: bool = False,
                  prefilter: bool = False) -> FileResult:
-    """`prefilter`: skip (without parsing) a file that cannot hold a training loop. Off for files
-    named on the command line, so that a broken `train.py` is always reported."""
+    """`prefilter`: skip (without parsing) a file that cannot hold a training loop, and parse only
+    the definitions the model can reach (`relevance.py`). Off for files named on the command line,
+    so that a broken `train.py` is always reported in full."""
     result = FileResult(filename)
     if prefilter and not may_have_training_loop(source):
-        if _MAY_NAME_OUR_CODES.search(source):
+        if _may_name_our_codes(source):
             _suppress(result, source)
         return result
     try:
-        module = cst.parse_module(source)
+        module = cst.parse_module(relevant_source(source) if prefilter else source)
     except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
         # LibCST's tokenizer admits some characters its node validation then rejects (a Name that
         # is not `str.isidentifier()`): that is invalid source too, not an internal error.
@@ -128,6 +137,8 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
 
 def _suppress(result: FileResult, source: str) -> None:
     """Drop what `# noqa` comments suppress; warn about suppressions naming unknown codes."""
+    if not result.diagnostics and not may_warn(source):
+        return  # nothing to drop and nothing to warn about: skip tokenizing
     suppressions = scan_suppressions(source)
     result.diagnostics = [d for d in result.diagnostics if not suppressions.suppresses(d)]
     result.warnings.extend(FileWarning(result.filename, w.message, w.row) for w in suppressions.warnings)
@@ -183,6 +194,19 @@ def check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool =
         warnings = [FileWarning(path, "empty file, nothing to check")] if explicit else []
         return FileResult(path, warnings=warnings)
     return check_source(source, path, rules, verbose, prefilter=not explicit)
+
+
+def screen_path(path: str, rules: Sequence[Rule]) -> FileResult | None:
+    """The result of a discovered `.py` file when the text test settles it without parsing (as
+    `check_path` would give it); None when the file needs the full check."""
+    source, error = read(path)
+    if error is not None or source is None:
+        return FileResult(path, error=error)
+    if not source.strip():
+        return FileResult(path)
+    if may_have_training_loop(source):
+        return None
+    return check_source(source, path, rules, prefilter=True)
 
 
 def check_notebook(text: str, path: str, explicit: bool, rules: Sequence[Rule], verbose: bool = False) -> FileResult:
