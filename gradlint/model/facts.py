@@ -51,6 +51,8 @@ class ModuleFacts:
     reaches_backward: set[int] = field(default_factory=set)
     # name -> the constructor call that gave it its role (`scheduler = get_linear_schedule...(...)`)
     constructors: dict[str, cst.Call] = field(default_factory=dict)
+    # names passed to or bound from `accelerator.prepare(...)` / `prepare_scheduler(...)`
+    prepared: set[str] = field(default_factory=set)
 
     def role(self, text: str | None) -> Role:
         if not text:
@@ -116,6 +118,13 @@ def _constructor_role(name: str) -> Role | None:
     return None
 
 
+# Names that clear gradients, or may: `zero_grad`, `clear_grads(model)`, `torch._foreach_zero_`.
+# Rules that need the whole file (GA014) look for them anywhere, so the structural stage keeps
+# every definition that mentions one, as it keeps those that call `prepare` (GA007).
+GRAD_CLEARING = re.compile(r"(?i).*((zero|clear|reset|free)_?grads?|_foreach_zero_|set_to_none).*")
+WHOLE_FILE_ATTRIBUTES = frozenset({"grad", "prepare", "prepare_scheduler"})
+
+
 def records_fact(name: str, summed: bool) -> bool:
     """Whether an assignment from a call to `name` (with `reduction="sum"` when `summed`) is one
     `_FactsCollector._record` keeps. The structural stage (gradlint/relevance.py) keeps every
@@ -146,6 +155,8 @@ class _FactsCollector(cst.CSTVisitor):
             self._backward.add(owner)
         elif name:
             self._calls.setdefault(owner, set()).add(name)
+            if name in ("prepare", "prepare_scheduler") and isinstance(func, cst.Attribute):
+                self.facts.prepared.update(last_part(dotted(a.value)) for a in node.args)
 
     def leave_Module(self, original_node: cst.Module) -> None:
         reached = set(self._backward)
@@ -190,6 +201,9 @@ class _FactsCollector(cst.CSTVisitor):
         if not isinstance(node.value, cst.Call):
             return
         names = [t for target in node.targets for t in _targets(target.target)]
+        func = node.value.func
+        if isinstance(func, cst.Attribute) and func.attr.value in ("prepare", "prepare_scheduler"):
+            self.facts.prepared.update(last_part(n) for n in names)
         self._record(node.value, names)
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role
+from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, traversal
 from gradlint.model.syntax import code, dotted, keyword, last_part, positional
 from gradlint.rules.base import Finding, Rule, show, via
 
@@ -130,7 +130,7 @@ def _parameter_owners(model: ModuleModel, built: cst.Call) -> set[str]:
             if any(last_part(dotted(t.target)) in direct for t in node.targets):
                 names.update(_names_in(node.value))
 
-    model.module.visit(Assignments())
+    traversal.visit(model.module, Assignments())
     return names
 
 
@@ -142,7 +142,7 @@ def _names_in(node: cst.CSTNode) -> set[str]:
         def visit_Name(self, n: cst.Name) -> None:
             found.add(n.value)
 
-    node.visit(Names())
+    traversal.visit(node, Names())
     return found
 
 

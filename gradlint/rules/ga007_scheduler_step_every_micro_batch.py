@@ -7,7 +7,7 @@ from enum import Enum
 
 import libcst as cst
 
-from gradlint.model import Event, Kind, LoopKind, ModuleModel, TrainingLoop, When
+from gradlint.model import Event, Kind, LoopKind, ModuleModel, TrainingLoop, When, traversal
 from gradlint.model.syntax import code, dotted, last_part, method_name, positional, string
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
@@ -80,6 +80,7 @@ class SchedulerStepEveryMicroBatch(Rule):
     name = "scheduler-step-every-micro-batch"
 
     def check(self, model: ModuleModel) -> Iterator[Finding]:
+        assignments: dict[str, list[cst.BaseExpression]] | None = None  # built once, on demand
         for loop in model.loops:
             if loop.kind in (LoopKind.GATED, LoopKind.INNER) and not loop.mixed:
                 for event in loop.of_kind(Kind.SCHEDULER_STEP):
@@ -87,7 +88,9 @@ class SchedulerStepEveryMicroBatch(Rule):
                         continue
                     if _constant(model.facts.constructor(event.spec.receiver)):
                         continue  # a constant learning rate: how often it steps does not matter
-                    length = schedule_length(model, event.spec.receiver, loop)
+                    if assignments is None:
+                        assignments = _assignments(model.module)
+                    length = schedule_length(model, event.spec.receiver, loop, assignments)
                     if length.unit is Unit.MICRO_BATCHES:
                         continue
                     yield Finding(self.code, event.node, _message(loop, event, length))
@@ -101,12 +104,11 @@ class SchedulerStepEveryMicroBatch(Rule):
                             if c.method == "accumulate"), None)
         if model.facts.accelerator_divides(accelerator) is not True:
             return
-        prepared = _prepared_names(model.module)
         for event in loop.of_kind(Kind.SCHEDULER_STEP):
             name = event.spec.receiver
             if loop.when(event) not in _OFF_WINDOW or _positioned(event) or name is None:
                 continue
-            if model.facts.constructor(name) is None or last_part(name) in prepared:
+            if model.facts.constructor(name) is None or last_part(name) in model.facts.prepared:
                 continue
             yield Finding(
                 self.code,
@@ -151,13 +153,14 @@ def _message(loop: TrainingLoop, event: Event, length: Length) -> str:
     )
 
 
-def schedule_length(model: ModuleModel, scheduler: str | None, loop: TrainingLoop) -> Length:
+def schedule_length(model: ModuleModel, scheduler: str | None, loop: TrainingLoop,
+                    assignments: dict[str, list[cst.BaseExpression]] | None = None) -> Length:
     """In which unit the scheduler's constructor counts its length, as far as this module shows."""
     call = model.facts.constructor(scheduler)
     if call is None:
         return Length(Unit.UNKNOWN)
     k_names = {last_part(loop.k_text)} if loop.k is not None and loop.k_literal is None else set()
-    found = _Expansion(model, k_names)
+    found = _Expansion(model, k_names, assignments if assignments is not None else _assignments(model.module))
     for a in call.args:
         if a.keyword is not None and a.keyword.value == "optimizer":
             continue
@@ -188,10 +191,10 @@ class _Expansion:
     """The expressions a length is computed from, through assignments anywhere in the module and
     same-module functions (an `lr_lambda`)."""
 
-    def __init__(self, model: ModuleModel, k_names: set[str]) -> None:
+    def __init__(self, model: ModuleModel, k_names: set[str], assignments: dict[str, list[cst.BaseExpression]]) -> None:
         self.model = model
         self.k_names = k_names
-        self.assignments = _assignments(model.module)
+        self.assignments = assignments
         self.names: set[str] = set()
         self.divided: str | None = None
         self.counts_batches = False
@@ -201,7 +204,7 @@ class _Expansion:
         if depth > _MAX_DEPTH:
             return
         visitor = _Terms(self.k_names)
-        node.visit(visitor)
+        traversal.visit(node, visitor)
         if visitor.divided is not None and self.divided is None:
             self.divided = visitor.divided
         self.counts_batches = self.counts_batches or visitor.counts_batches
@@ -248,13 +251,13 @@ class _Terms(cst.CSTVisitor):
 
 def _dotted_names(node: cst.CSTNode) -> list[str]:
     terms = _Terms(set())
-    node.visit(terms)
+    traversal.visit(node, terms)
     return terms.names
 
 
 def _assignments(module: cst.Module) -> dict[str, list[cst.BaseExpression]]:
     collector = _Assignments()
-    module.visit(collector)
+    traversal.visit(module, collector)
     return collector.values
 
 
@@ -277,29 +280,3 @@ class _Assignments(cst.CSTVisitor):
         name = dotted(node.target)
         if name is not None:
             self.values.setdefault(name, []).append(node.value)
-
-
-def _prepared_names(module: cst.Module) -> set[str]:
-    """Names passed to, or bound from, `accelerator.prepare(...)` / `prepare_scheduler(...)`."""
-    collector = _Prepared()
-    module.visit(collector)
-    return collector.names
-
-
-class _Prepared(cst.CSTVisitor):
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-
-    def visit_Call(self, node: cst.Call) -> None:
-        if method_name(node) in ("prepare", "prepare_scheduler"):
-            for a in node.args:
-                self.names.add(last_part(dotted(a.value)))
-
-    def visit_Assign(self, node: cst.Assign) -> None:
-        if isinstance(node.value, cst.Call) and method_name(node.value) in ("prepare", "prepare_scheduler"):
-            for target in node.targets:
-                bound = target.target
-                elements = bound.elements if isinstance(bound, cst.Tuple | cst.List) else [bound]
-                for element in elements:
-                    value = element.value if isinstance(element, cst.Element) else element
-                    self.names.add(last_part(dotted(value)))

@@ -1,17 +1,16 @@
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import libcst as cst
 
-from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, TrainingLoop
+from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, TrainingLoop, traversal
 from gradlint.model.events import classify_call
+from gradlint.model.facts import GRAD_CLEARING
 from gradlint.model.syntax import dotted, keyword, last_part, positional
 from gradlint.rules.base import Finding, Rule, show, via
 
-# Names that clear gradients, or may: `zero_grad`, `clear_grads(model)`, `torch._foreach_zero_`.
-_CLEARING = re.compile(r"(?i).*((zero|clear|reset|free)_?grads?|_foreach_zero_|set_to_none).*")
+_CLEARING = GRAD_CLEARING
 # In-place calls on `.grad` that can clear it (`p.grad.zero_()`, `p.grad.detach_()`).
 _GRAD_MUTATORS = {"zero_", "detach_", "fill_", "set_", "copy_", "requires_grad_", "resize_"}
 
@@ -122,8 +121,8 @@ def _library_aliases(module: cst.Module) -> set[str]:
 def _library_optimizer(built: cst.Call, imports: set[str]) -> bool:
     """`torch.optim.AdamW(...)`, `optim.SGD(...)` with `optim` from torch, `AdamW(...)` imported from
     transformers: not a project's own optimizer class."""
-    name = dotted(built.func) or ""
-    return name.split(".")[0] in imports
+    root = (dotted(built.func) or "").split(".")[0]
+    return root in imports or root == "torch"
 
 
 def _wrapper_backward(model: ModuleModel, loop: TrainingLoop) -> bool:
@@ -157,7 +156,7 @@ class _Clears:
 
     def __init__(self, model: ModuleModel) -> None:
         scan = _ClearScan(model)
-        model.module.visit(scan)
+        traversal.visit(model.module, scan)
         self.anywhere = scan.anywhere
         self.receivers = scan.receivers
         self.stepped = {
@@ -207,7 +206,7 @@ class _ClearScan(cst.CSTVisitor):
             self._references += 1
         elif _CLEARING.fullmatch(name):
             self.anywhere = True  # `model.clear_grads()`, `torch._foreach_zero_(...)`
-        node.value.visit(self)
+        traversal.visit(node.value, self)
         return False  # `attr` is a Name too: not a free-standing helper name
 
     def visit_Name(self, node: cst.Name) -> None:
@@ -243,7 +242,7 @@ def _rebuilt_in(body: cst.CSTNode, optimizer: str, built: cst.Call) -> bool:
             parts = text.split(".")
             watched.add(parts[1] if parts[0] == "self" and len(parts) > 1 else parts[0])
     assigned = _AssignedNames()
-    body.visit(assigned)
+    traversal.visit(body, assigned)
     return bool(watched & {last_part(n) for n in assigned.names})
 
 
@@ -272,7 +271,7 @@ def _hidden_calls(model: ModuleModel, body: cst.CSTNode, optimizer: str) -> bool
             continue
         seen.add(id(node))
         calls = _CallCollector()
-        node.visit(calls)
+        traversal.visit(node, calls)
         for call in calls.calls:
             func = call.func
             helpers: list[cst.FunctionDef] = []
@@ -307,5 +306,5 @@ def _self_attributes(module: cst.Module) -> set[str]:
     """`self.x` names assigned anywhere: calling one (`self.model(x)`) calls an object, not an
     inherited method."""
     assigned = _AssignedNames()
-    module.visit(assigned)
+    traversal.visit(module, assigned)
     return {n for n in assigned.names if n.startswith("self.")}
