@@ -12,8 +12,9 @@ from gradlint.rules.base import Finding, Rule, show, via
 class ZeroGradBeforeStep(Rule):
     """
     ## What it does
-    Flags a `zero_grad()` (or `p.grad = None`) that runs after the last backward and before the
-    optimizer step on the same path, so that the step sees cleared gradients.
+    Flags a `zero_grad()` (on the optimizer, or on the whole model it optimizes) that runs after the
+    last backward and before the optimizer step on the same path, so that the step sees cleared
+    gradients.
 
     ## Why is this bad?
     The optimizer applies whatever `.grad` holds when `step()` runs. Clearing it between the
@@ -23,7 +24,9 @@ class ZeroGradBeforeStep(Rule):
 
     Not flagged: `zero_grad()` before the backward, after the step, in an `except` handler, on a path
     that leaves the iteration without stepping (`if not torch.isfinite(loss): optimizer.zero_grad();
-    continue`), under a condition the step does not share, on another optimizer's gradients, before
+    continue`), under a condition the step does not share, on another optimizer's gradients, on a
+    sub-module or single parameters (`model.encoder.zero_grad()`, `p.grad = None`: dropping a
+    frozen part's gradients before the step is how some code freezes it), before
     `optimizer.step(closure)` (the closure computes fresh gradients), and DeepSpeed engines.
 
     ## Example
