@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import libcst as cst
 
@@ -24,6 +25,18 @@ class ModuleModel:
     facts: ModuleFacts
     scopes: ScopeCache
     loops: list[TrainingLoop]
+
+    @cached_property
+    def parents(self) -> dict[int, cst.CSTNode]:
+        """id(child) -> parent. Built on first use (by a fix), never for files without findings."""
+        found: dict[int, cst.CSTNode] = {}
+        stack: list[cst.CSTNode] = [self.module]
+        while stack:
+            node = stack.pop()
+            for child in node.children:
+                found[id(child)] = node
+                stack.append(child)
+        return found
 
     def provenance(self, loop: TrainingLoop, backward: Event) -> Provenance:
         order = backward.frame.scope.call_order.get(id(backward.node))

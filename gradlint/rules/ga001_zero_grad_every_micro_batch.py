@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gradlint.fixes import ga001
 from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Role, When
 from gradlint.model.syntax import code
 from gradlint.rules.base import Finding, Rule, show, step_of, via
@@ -64,7 +65,8 @@ class ZeroGradEveryMicroBatch(Rule):
                     receiver = event.spec.receiver
                     if stepped_every and receiver not in loop.accumulating_optimizers:
                         continue  # GAN-style: another optimizer steps every iteration
-                    yield Finding(self.code, event.node, self._message(loop, event, when))
+                    yield Finding(self.code, event.node, self._message(loop, event, when),
+                                  ga001.fix(model, loop, event))
             elif loop.kind is LoopKind.ACCELERATE:
                 for event in loop.of_kind(Kind.ZERO_GRAD):
                     if loop.when(event) not in (When.EVERY, When.REST):
@@ -78,6 +80,7 @@ class ZeroGradEveryMicroBatch(Rule):
                         "micro-batch: Accelerate only skips the prepared optimizer's `zero_grad()` "
                         "mid-window, so the accumulated gradient is wiped; call "
                         "`optimizer.zero_grad()` instead",
+                        ga001.fix(model, loop, event),
                     )
 
     def _message(self, loop, event, when: When) -> str:

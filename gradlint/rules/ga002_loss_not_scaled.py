@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gradlint.fixes import ga002
 from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling
 from gradlint.model.syntax import code
 from gradlint.rules.base import Finding, Rule, show, step_of, via
@@ -78,4 +79,5 @@ class LossNotScaled(Rule):
                     f"{step_of(loop)} runs only every {loop.k_phrase} micro-batches: the update is "
                     f"{loop.k_phrase} times the large-batch gradient; divide the loss by "
                     f"{loop.k_phrase}",
+                    ga002.fix(model, loop, event),
                 )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gradlint.fixes import ga003
 from gradlint.model import Kind, LoopKind, ModuleModel, When
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
@@ -56,6 +57,7 @@ class ClipBeforeAccumulationComplete(Rule):
                             f"{show(event)}{via(event)} runs on {where}, but {step_of(loop)} only "
                             f"every {loop.k_phrase} micro-batches: it clips a partial gradient; clip once, just "
                             "before the step",
+                            ga003.fix(model, loop, event),
                         )
             elif loop.kind is LoopKind.ACCELERATE:
                 for event in loop.of_kind(Kind.CLIP):
@@ -71,4 +73,5 @@ class ClipBeforeAccumulationComplete(Rule):
                         f"{show(event)}{via(event)} inside `accelerator.accumulate()` runs on every "
                         "micro-batch: it clips a partial gradient; put it under "
                         "`if accelerator.sync_gradients:`",
+                        ga003.fix(model, loop, event),
                     )

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import libcst as cst
 
+from gradlint.fixes import ga004
 from gradlint.model import Kind, LoopKind, ModuleModel, loop_counter, loop_iterable
 from gradlint.model.syntax import code, dotted, last_part, positional
 from gradlint.rules.base import Finding, Rule
@@ -71,6 +72,7 @@ class MissingRemainderStep(Rule):
                 f"no step after the loop: when `len({iterable})` is not a multiple of "
                 f"`{code(periodic.modulus)}`, the epoch's last micro-batches never reach a step "
                 "(their gradient leaks into the next window or is wiped)",
+                ga004.fix(model, loop),
             )
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from gradlint.fixes import ga005
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, When
 from gradlint.model.syntax import code
 from gradlint.rules.base import Finding, Rule, show, via
@@ -73,6 +74,7 @@ class ClipWithoutUnscale(Rule):
                     f"{show(clip)}{via(clip)} clips gradients still multiplied by the loss scale of "
                     f"`{scaler}` ({reason}): the threshold is effectively divided by the scale; call "
                     f"`{scaler}.unscale_(optimizer)` before clipping",
+                    ga005.fix(model, loop, clip, scaler) if len(scalers) == 1 else None,
                 )
 
 

@@ -1,0 +1,81 @@
+"""GA001 fix: remove the per-micro-batch `zero_grad()`, and clear once per window after the step.
+
+When no other `zero_grad` runs once per window, the removed statement (its text, arguments and
+comment) is put back right after the step (after `scaler.update()` / `scheduler.step()` that follow
+it). Safe when every edit is in the loop's own function, unsafe when the `zero_grad` sits in a helper
+(other callers share it). None when the step is ambiguous or hidden, the clearing is not a call
+(`p.grad = None` in a loop), or the statement shares its line.
+
+Under Accelerate, `model.zero_grad()` becomes `optimizer.zero_grad()` (which Accelerate skips
+mid-window): unsafe, since the optimizer may not hold every parameter of the model."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from gradlint.fixes.common import after_step, applicability, window_step
+from gradlint.fixes.edits import Applicability, EditKind, Fix, NodeEdit
+from gradlint.fixes.tree import (
+    as_divisor,
+    loop_function,
+    portable,
+    removal,
+    root_names,
+    statement,
+    statement_text,
+)
+from gradlint.model import Event, Kind, LoopKind, ModuleModel, Role, TrainingLoop, When
+
+
+def fix(model: ModuleModel, loop: TrainingLoop, event: Event) -> Fix | None:
+    if loop.kind is LoopKind.ACCELERATE:
+        return _accelerate(model, loop, event)
+    stmt = statement(model, event.node)
+    if stmt is None:
+        return None
+    edits = removal(model, stmt)
+    if edits is None:
+        return None
+    clears_per_window = any(e is not event and loop.when(e) is When.ONCE for e in loop.of_kind(Kind.ZERO_GRAD))
+    message = f"Remove `{statement_text(stmt) or 'zero_grad()'}` from the micro-batch path"
+    if not clears_per_window:
+        text = statement_text(stmt)
+        step = window_step(model, loop, event.spec.receiver)
+        if not isinstance(event.node, cst.Call) or text is None or step is None:
+            return None
+        anchor = after_step(model, loop, step)
+        text = _at_loop(model, loop, event, text) if not portable(model, event.node, anchor) else text
+        if text is None:
+            return None
+        edits.append(NodeEdit(EditKind.INSERT_AFTER, anchor, text))
+        message = f"Move `{text.split('#')[0].strip()}` after the step"
+    return Fix(applicability(model, loop, edits), message, tuple(edits))
+
+
+def _at_loop(model: ModuleModel, loop: TrainingLoop, event: Event, text: str) -> str | None:
+    """`optimizer.zero_grad()` of a helper, written as the loop's function calls it: the helper's
+    parameter replaced by the argument the loop passes (`forward_backward(model, batch, opt)`)."""
+    names = root_names(event.node)
+    if len(names) != 1:
+        return None
+    name = names.pop()
+    bound = event.frame.binding(name)
+    if bound is None or not text.startswith(f"{name}."):
+        return None
+    value, caller = bound
+    if caller.scope.node is not loop_function(model, loop) or caller.via != loop.loop.frame.via:
+        return None
+    return f"{as_divisor(value)}{text[len(name):]}"
+
+
+def _accelerate(model: ModuleModel, loop: TrainingLoop, event: Event) -> Fix | None:
+    node = event.node
+    if not isinstance(node, cst.Call) or not isinstance(node.func, cst.Attribute):
+        return None
+    steps = [e for e in loop.of_kind(Kind.STEP) if model.facts.role(e.spec.receiver) is Role.OPTIMIZER]
+    names = {e.spec.receiver for e in steps}
+    if len(names) != 1 or not portable(model, steps[0].node, node):
+        return None
+    optimizer = names.pop()
+    return Fix(Applicability.UNSAFE, f"Call `{optimizer}.zero_grad()` instead",
+               (NodeEdit(EditKind.REPLACE, node.func.value, str(optimizer)),))

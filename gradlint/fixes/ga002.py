@@ -1,0 +1,28 @@
+"""GA002 fix: divide what reaches backward by K, leaving the logged loss alone.
+
+`loss.backward()` -> `(loss / K).backward()`; `scaler.scale(loss)` -> `scaler.scale(loss / K)`;
+`accelerator.backward(loss)` / `self.manual_backward(loss)` -> `...(loss / K)`. Safe in the loop's
+own function (only the backpropagated value changes); unsafe in a helper, which other callers may
+share. None when K is not readable at the backward (a local of another function)."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from gradlint.fixes.edits import Applicability, EditKind, Fix, NodeEdit
+from gradlint.fixes.tree import as_dividend, as_divisor, in_loop_function, parent, portable
+from gradlint.model import Event, ModuleModel, TrainingLoop
+
+
+def fix(model: ModuleModel, loop: TrainingLoop, event: Event) -> Fix | None:
+    value, k = event.spec.value, loop.k
+    if value is None or k is None or not portable(model, k, event.node):
+        return None
+    text = f"{as_dividend(value)} / {as_divisor(k)}"
+    holder = parent(model, value)
+    if isinstance(holder, cst.Attribute) and holder.value is value and not value.lpar:
+        text = f"({text})"  # the receiver of `.backward()`
+    safe = in_loop_function(model, loop, event.node)
+    return Fix(Applicability.SAFE if safe else Applicability.UNSAFE,
+               f"Divide the loss by `{as_divisor(k)}` before backward",
+               (NodeEdit(EditKind.REPLACE, value, text),))

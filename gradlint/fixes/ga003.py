@@ -1,0 +1,86 @@
+"""GA003 fix: move the clip into the gate, just before the step (so after an `unscale_` there).
+
+The statement moves with its trailing comment; a clip under its own `if` (`if max_norm > 0:`)
+moves with that `if`. Safe: it only changes when the clip runs. None unless the clip is a
+statement of the micro-batch loop's own body, in the same function as the one step, before it;
+`norm = clip_grad_norm_(...)` moves only when `norm` is read nowhere but after the step.
+
+Under Accelerate, the clip is wrapped in `if accelerator.sync_gradients:` (safe)."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from gradlint.fixes.common import step_statement, window_step
+from gradlint.fixes.edits import Applicability, EditKind, Fix, NodeEdit
+from gradlint.fixes.tree import (
+    block,
+    function_of,
+    inside,
+    owner,
+    portable,
+    removal,
+    statement,
+    statement_text,
+)
+from gradlint.model import Event, Kind, LoopKind, ModuleModel, TrainingLoop
+from gradlint.model.walker import Context
+
+
+def fix(model: ModuleModel, loop: TrainingLoop, clip: Event) -> Fix | None:
+    stmt = statement(model, clip.node)
+    if stmt is None:
+        return None
+    if loop.kind is LoopKind.ACCELERATE:
+        return _accelerate(model, loop, clip, stmt)
+    unit: cst.CSTNode = stmt
+    holder = owner(model, stmt)
+    if isinstance(holder, cst.If) and holder.orelse is None and len(holder.body.body) == 1:
+        unit, holder = holder, owner(model, holder)
+    step = window_step(model, loop)
+    if holder is not loop.loop.node or step is None or step.order < clip.order:
+        return None
+    step_stmt = step_statement(model, loop, step)
+    text = statement_text(unit)
+    edits = removal(model, unit)  # type: ignore[arg-type]
+    if step_stmt is None or text is None or edits is None or not _assigned_only_for_step(model, stmt, step_stmt):
+        return None
+    edits.append(NodeEdit(EditKind.INSERT_BEFORE, step_stmt, text))
+    return Fix(Applicability.SAFE, "Move the clip into the step's block, just before the step", tuple(edits))
+
+
+def _assigned_only_for_step(model: ModuleModel, stmt: cst.SimpleStatementLine, step_stmt: cst.CSTNode) -> bool:
+    """`norm = clip(...)` may move only if `norm` is read after the step in its block, nowhere else."""
+    small = stmt.body[0]
+    if not isinstance(small, cst.Assign):
+        return isinstance(small, cst.Expr)
+    names = {t.target.value for t in small.targets if isinstance(t.target, cst.Name)}
+    if len(names) != len(small.targets):
+        return False
+    found = block(model, step_stmt)
+    if found is None:
+        return False
+    suite, index = found
+    after = suite.body[index + 1:]
+    uses: list[cst.Name] = []
+
+    class _Uses(cst.CSTVisitor):
+        def visit_Name(self, node: cst.Name) -> None:
+            if node.value in names:
+                uses.append(node)
+
+    function_of(model, stmt).visit(_Uses())
+    targets = {id(t.target) for t in small.targets}
+    return all(id(u) in targets or any(inside(model, u, later) for later in after) for u in uses)
+
+
+def _accelerate(model: ModuleModel, loop: TrainingLoop, clip: Event, stmt: cst.SimpleStatementLine) -> Fix | None:
+    contexts: list[Context] = [c for e in loop.of_kind(Kind.BACKWARD) for c in e.contexts if c.method == "accumulate"]
+    accelerators = {c.receiver for c in contexts}
+    text = statement_text(stmt)
+    if len(accelerators) != 1 or None in accelerators or text is None or not portable(model, contexts[0].expr, stmt):
+        return None
+    accelerator = accelerators.pop()
+    body = "\n".join("    " + line for line in text.splitlines())
+    return Fix(Applicability.SAFE, f"Clip only when `{accelerator}.sync_gradients`",
+               (NodeEdit(EditKind.REPLACE_LINES, stmt, f"if {accelerator}.sync_gradients:\n{body}"),))

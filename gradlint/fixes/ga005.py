@@ -1,0 +1,49 @@
+"""GA005 fix: `scaler.unscale_(optimizer)` just before the clip.
+
+Offered only where the clip runs once per optimizer step (a plain loop, or inside the gate):
+`unscale_` twice before `scaler.update()` raises, so a clip on every micro-batch gets GA003's fix
+first and this one on the next round. An `unscale_` after the clip in the same block is moved
+rather than duplicated; one elsewhere (under another condition) means no fix. Safe in the loop's
+own function; unsafe in a helper."""
+
+from __future__ import annotations
+
+from gradlint.fixes.edits import Applicability, EditKind, Fix, NodeEdit
+from gradlint.fixes.tree import block, in_loop_function, portable, removal, statement, statement_text
+from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, TrainingLoop, When
+
+
+def fix(model: ModuleModel, loop: TrainingLoop, clip: Event, scaler: str) -> Fix | None:
+    if loop.kind in (LoopKind.GATED, LoopKind.INNER) and loop.when(clip) is not When.ONCE:
+        return None
+    if loop.kind not in (LoopKind.GATED, LoopKind.INNER, LoopKind.PLAIN):
+        return None
+    steps = [e for e in loop.of_kind(Kind.STEP)
+             if e.spec.framework is Framework.SCALER and e.spec.receiver == scaler and e.spec.optimizer]
+    if len({e.spec.optimizer for e in steps}) != 1 or not portable(model, steps[0].node, clip.node):
+        return None
+    optimizer = steps[0].spec.optimizer
+    clip_stmt = statement(model, clip.node)
+    if clip_stmt is None or block(model, clip_stmt) is None:
+        return None
+    edits: list[NodeEdit] = []
+    unscales = loop.of_kind(Kind.UNSCALE)
+    if unscales:
+        later = unscales[0]
+        later_stmt = statement(model, later.node)
+        same_block = later_stmt is not None and block(model, later_stmt) is not None \
+            and block(model, later_stmt)[0] is block(model, clip_stmt)[0]  # type: ignore[index]
+        if len(unscales) > 1 or later.order < clip.order or not same_block:
+            return None  # an unscale_ under another condition: adding one could unscale twice
+        removed = removal(model, later_stmt)  # type: ignore[arg-type]
+        text = statement_text(later_stmt)  # type: ignore[arg-type]
+        if removed is None or text is None:
+            return None
+        edits += removed
+        edits.append(NodeEdit(EditKind.INSERT_BEFORE, clip_stmt, text))
+        message = f"Move `{scaler}.unscale_({optimizer})` before the clip"
+    else:
+        edits.append(NodeEdit(EditKind.INSERT_BEFORE, clip_stmt, f"{scaler}.unscale_({optimizer})"))
+        message = f"Call `{scaler}.unscale_({optimizer})` before the clip"
+    safe = in_loop_function(model, loop, clip.node)
+    return Fix(Applicability.SAFE if safe else Applicability.UNSAFE, message, tuple(edits))
