@@ -6,8 +6,12 @@ condition is written whole in the `if` or in the flag it tests (`is_update = ...
 exit or `else` (`if (i + 1) % K != 0: continue`) gets `and (i + 1) != len(loader)`. Safe, except
 when the loop tests the same period elsewhere (`model.no_sync()` while accumulating, a second flag):
 the last batch would then step without what those parts do on a window's last micro-batch, so the
-fix is unsafe. A counter of another kind gets no fix: the flush to write after the loop would be a
-guess."""
+fix is unsafe.
+
+With a counter of its own (`seen += 1` before the gate), the step block is repeated after the
+loop under the inverted test (`if seen % K != 0:`): unsafe, a guess at what the counter holds
+then. Offered only when the gate's block holds nothing but gradient calls (step, update, clip,
+unscale, scheduler, zero_grad)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,18 @@ import re
 import libcst as cst
 
 from gradlint.fixes.edits import Applicability, EditKind, Fix, NodeEdit
-from gradlint.fixes.tree import expr_text, function_of, inside, loop_function, parent, source
+from gradlint.fixes.tree import (
+    block,
+    event_statements,
+    expr_text,
+    function_of,
+    inside,
+    loop_function,
+    owner,
+    parent,
+    source,
+    statement_text,
+)
 from gradlint.model import Kind, ModuleModel, Phase, TrainingLoop, loop_iterable
 from gradlint.model.gates import periodicity
 from gradlint.model.syntax import dotted, last_part, number, positional
@@ -30,8 +45,10 @@ def fix(model: ModuleModel, loop: TrainingLoop) -> Fix | None:
         return None
     found = _index_and_length(loop)
     counter = dotted(gate.periodic.counter)
-    if found is None or counter is None or found[0] != counter:
+    if counter is None:
         return None
+    if found is None or found[0] != counter:
+        return _flush(model, loop, counter)
     _, offset, length = found
     target = _condition(model, loop)
     if target is None:
@@ -118,3 +135,60 @@ def _period_tested_elsewhere(model: ModuleModel, loop: TrainingLoop, target: cst
         return True
     needle = re.compile(rf"%\s*{re.escape(expr_text(modulus))}\b")
     return len(needle.findall(body)) > len(needle.findall(own))
+
+
+_BLOCK_KINDS = (Kind.STEP, Kind.ZERO_GRAD, Kind.SCALER_UPDATE, Kind.UNSCALE, Kind.CLIP, Kind.SCHEDULER_STEP)
+
+
+def _flush(model: ModuleModel, loop: TrainingLoop, counter: str) -> Fix | None:
+    """`if seen % K != 0:` + the step block, after the loop (unsafe: a guess)."""
+    gate, node = loop.gate, loop.loop.node
+    assert gate is not None and isinstance(node, cst.For)
+    test = gate.expr
+    gate_if = parent(model, test)
+    if not isinstance(gate_if, cst.If) or gate_if.test is not test or gate_if.orelse is not None or gate.negated:
+        return None
+    if owner(model, gate_if) is not node or node.orelse is not None or block(model, node) is None:
+        return None
+    raw = periodicity(test, lambda _name: [])
+    if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1
+            and isinstance(test.comparisons[0].operator, cst.Equal) and raw is not None
+            and raw.phase is Phase.ONCE and dotted(raw.counter) == counter and raw.offset == 0):
+        return None
+    events = event_statements(model, loop, *_BLOCK_KINDS)
+    texts = [statement_text(s) if id(s) in events else None for s in gate_if.body.body]
+    if not texts or None in texts or not any(events[id(s)].kind is Kind.STEP for s in gate_if.body.body):
+        return None
+    suite, index = block(model, gate_if)  # type: ignore[misc]
+    if not any(_increments(s, counter) for s in suite.body[:index]) or any(
+            _assigns(s, counter) for s in suite.body[index:]):
+        return None
+    space = cst.SimpleWhitespace(" ")
+    inverted = test.with_changes(comparisons=[test.comparisons[0].with_changes(
+        operator=cst.NotEqual(whitespace_before=space, whitespace_after=space))])
+    body = "\n".join("    " + line for text in texts for line in str(text).splitlines())
+    return Fix(Applicability.UNSAFE, "Step once more after the loop for the epoch's last micro-batches",
+               (NodeEdit(EditKind.INSERT_AFTER, node, f"if {expr_text(inverted)}:\n{body}"),))
+
+
+def _increments(stmt: cst.CSTNode, counter: str) -> bool:
+    return isinstance(stmt, cst.SimpleStatementLine) and any(
+        isinstance(s, cst.AugAssign) and isinstance(s.operator, cst.AddAssign) and dotted(s.target) == counter
+        and number(s.value) == 1 for s in stmt.body)
+
+
+def _assigns(stmt: cst.CSTNode, counter: str) -> bool:
+    """Whether a statement (or anything in it) sets the counter."""
+    found = False
+
+    class _Targets(cst.CSTVisitor):
+        def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+            nonlocal found
+            found = found or dotted(node.target) == counter
+
+        def visit_AugAssign(self, node: cst.AugAssign) -> None:
+            nonlocal found
+            found = found or dotted(node.target) == counter
+
+    stmt.visit(_Targets())
+    return found
