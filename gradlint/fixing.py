@@ -114,7 +114,8 @@ def write_atomic(path: str, before: str, after: str) -> FileError | None:
         encoding = _encoding(data)
         if data.decode(encoding) != before:
             return FileError(path, "changed while being fixed; not written")
-        if not os.access(real, os.W_OK):
+        # No write bit at all is a read-only file, even for a user (root) who could write it anyway.
+        if not os.access(real, os.W_OK) or not os.stat(real).st_mode & 0o222:
             return FileError(path, "cannot write fixes: permission denied (read-only file)")
         encoded = after.encode(encoding)
         mode = os.stat(real).st_mode & 0o7777
