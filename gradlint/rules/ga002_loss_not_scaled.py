@@ -46,6 +46,13 @@ class LossNotScaled(Rule):
             optimizer.step()
             optimizer.zero_grad()
     ```
+
+    ## Fix
+    Safe: what reaches backward is divided by K, as the gate writes it; the loss you log is
+    unchanged: `loss.backward()` -> `(loss / K).backward()`, `scaler.scale(loss)` ->
+    `scaler.scale(loss / K)`, `accelerator.backward(loss / K)`, `self.manual_backward(loss / K)`.
+    Unsafe when the backward is in a helper function (its other callers may not accumulate). No fix
+    when K cannot be read where the backward is (a local variable of another function).
     """
 
     code = "GA002"

@@ -49,6 +49,14 @@ class ClipWithoutUnscale(Rule):
         scaler.update()
         optimizer.zero_grad()
     ```
+
+    ## Fix
+    Safe: `scaler.unscale_(optimizer)` is inserted just before the clip (inside the clip's own `if`,
+    if any), or an `unscale_` found after the clip in the same block is moved before it. Only where
+    the clip runs once per step: `unscale_` twice before `scaler.update()` raises, so a clip on every
+    micro-batch is first moved by GA003's fix. Unsafe in a helper function. No fix when another
+    `unscale_` runs under another condition (it could then run twice), or the scaler or optimizer is
+    ambiguous.
     """
 
     code = "GA005"
