@@ -33,6 +33,7 @@ class NodeEdit:
     # REPLACE: an expression. Statement kinds: source lines indented relative to the node
     # (nested blocks use the module's indent unit), without the node's own indentation.
     text: str = ""
+    above: int = 0  # REMOVE: also the own-line comments right above (they move with the code)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,10 @@ def _text_edit(edit: NodeEdit, where: CodeRange, lines: Lines, indent_unit: str,
     rest = lines.text(where.end.line)[where.end.column:]
     if rest.strip() and not rest.strip().startswith("#"):
         raise FixUnavailable  # code after it on its line
-    line_start = lines.starts[where.start.line - 1]
+    first_line = where.start.line - edit.above
+    if first_line < 1 or not all(lines.text(n).strip().startswith("#") for n in range(first_line, where.start.line)):
+        raise FixUnavailable  # the comments above are not where the tree said
+    line_start = lines.starts[first_line - 1]
     after = lines.line_end(where.end.line)
     body = _indent(edit.text, indent, indent_unit, newline)
     if not lines.source[line_start:after].endswith(("\n", "\r")) and edit.kind is not EditKind.INSERT_BEFORE:

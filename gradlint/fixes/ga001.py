@@ -18,13 +18,14 @@ from gradlint.fixes.edits import Applicability, EditKind, Fix, NodeEdit
 from gradlint.fixes.tree import (
     as_divisor,
     loop_function,
+    moving,
     portable,
     removal,
     root_names,
     statement,
-    statement_text,
 )
 from gradlint.model import Event, Kind, LoopKind, ModuleModel, Role, TrainingLoop, When
+from gradlint.model.syntax import code
 
 
 def fix(model: ModuleModel, loop: TrainingLoop, event: Event) -> Fix | None:
@@ -33,23 +34,23 @@ def fix(model: ModuleModel, loop: TrainingLoop, event: Event) -> Fix | None:
     stmt = statement(model, event.node)
     if stmt is None:
         return None
-    edits = removal(model, stmt)
-    if edits is None:
+    if any(e is not event and loop.when(e) is When.ONCE for e in loop.of_kind(Kind.ZERO_GRAD)):
+        edits = removal(model, stmt)  # a clear already runs once per window: this one only goes
+        if edits is None:
+            return None
+        return Fix(applicability(model, loop, edits), f"Remove `{code(event.node)}`", tuple(edits))
+    moved = moving(model, stmt)
+    step = window_step(model, loop, event.spec.receiver)
+    if not isinstance(event.node, cst.Call) or moved is None or step is None:
         return None
-    clears_per_window = any(e is not event and loop.when(e) is When.ONCE for e in loop.of_kind(Kind.ZERO_GRAD))
-    message = f"Remove `{statement_text(stmt) or 'zero_grad()'}` from the micro-batch path"
-    if not clears_per_window:
-        text = statement_text(stmt)
-        step = window_step(model, loop, event.spec.receiver)
-        if not isinstance(event.node, cst.Call) or text is None or step is None:
-            return None
-        anchor = after_step(model, loop, step)
-        text = _at_loop(model, loop, event, text) if not portable(model, event.node, anchor) else text
-        if text is None:
-            return None
-        edits.append(NodeEdit(EditKind.INSERT_AFTER, anchor, text))
-        message = f"Move `{text.split('#')[0].strip()}` after the step"
-    return Fix(applicability(model, loop, edits), message, tuple(edits))
+    edits, comments, text = moved
+    anchor = after_step(model, loop, step)
+    written = _at_loop(model, loop, event, text) if not portable(model, event.node, anchor) else text
+    if written is None:
+        return None
+    edits.append(NodeEdit(EditKind.INSERT_AFTER, anchor, "\n".join([*comments, written])))
+    return Fix(applicability(model, loop, edits), f"Move `{written.split('#')[0].strip()}` after the step",
+               tuple(edits))
 
 
 def _at_loop(model: ModuleModel, loop: TrainingLoop, event: Event, text: str) -> str | None:

@@ -17,9 +17,9 @@ from gradlint.fixes.tree import (
     block,
     function_of,
     inside,
+    moving,
     owner,
     portable,
-    removal,
     statement,
     statement_text,
 )
@@ -41,11 +41,11 @@ def fix(model: ModuleModel, loop: TrainingLoop, clip: Event) -> Fix | None:
     if holder is not loop.loop.node or step is None or step.order < clip.order:
         return None
     step_stmt = step_statement(model, loop, step)
-    text = statement_text(unit)
-    edits = removal(model, unit)  # type: ignore[arg-type]
-    if step_stmt is None or text is None or edits is None or not _assigned_only_for_step(model, stmt, step_stmt):
+    moved = moving(model, unit)
+    if step_stmt is None or moved is None or not _assigned_only_for_step(model, stmt, step_stmt):
         return None
-    edits.append(NodeEdit(EditKind.INSERT_BEFORE, step_stmt, text))
+    edits, comments, text = moved
+    edits.append(NodeEdit(EditKind.INSERT_BEFORE, step_stmt, "\n".join([*comments, text])))
     return Fix(Applicability.SAFE, "Move the clip into the step's block, just before the step", tuple(edits))
 
 

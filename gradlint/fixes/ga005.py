@@ -9,7 +9,7 @@ own function; unsafe in a helper."""
 from __future__ import annotations
 
 from gradlint.fixes.edits import Applicability, EditKind, Fix, NodeEdit
-from gradlint.fixes.tree import block, in_loop_function, portable, removal, statement, statement_text
+from gradlint.fixes.tree import block, in_loop_function, moving, portable, statement
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, TrainingLoop, When
 
 
@@ -35,12 +35,12 @@ def fix(model: ModuleModel, loop: TrainingLoop, clip: Event, scaler: str) -> Fix
             and block(model, later_stmt)[0] is block(model, clip_stmt)[0]  # type: ignore[index]
         if len(unscales) > 1 or later.order < clip.order or not same_block:
             return None  # an unscale_ under another condition: adding one could unscale twice
-        removed = removal(model, later_stmt)  # type: ignore[arg-type]
-        text = statement_text(later_stmt)  # type: ignore[arg-type]
-        if removed is None or text is None:
+        moved = moving(model, later_stmt)  # type: ignore[arg-type]
+        if moved is None:
             return None
+        removed, comments, text = moved
         edits += removed
-        edits.append(NodeEdit(EditKind.INSERT_BEFORE, clip_stmt, text))
+        edits.append(NodeEdit(EditKind.INSERT_BEFORE, clip_stmt, "\n".join([*comments, text])))
         message = f"Move `{scaler}.unscale_({optimizer})` before the clip"
     else:
         edits.append(NodeEdit(EditKind.INSERT_BEFORE, clip_stmt, f"{scaler}.unscale_({optimizer})"))

@@ -93,6 +93,29 @@ def statement_text(stmt: cst.CSTNode) -> str | None:
     return text
 
 
+def comments_above(stmt: cst.CSTNode) -> list[str]:
+    """The own-line comments right above a statement (no blank line between): they describe it."""
+    found: list[str] = []
+    for line in reversed(getattr(stmt, "leading_lines", ())):
+        if line.comment is None:
+            break
+        found.insert(0, line.comment.value)
+    return found
+
+
+def moving(model: ModuleModel, stmt: cst.CSTNode) -> tuple[list[NodeEdit], list[str], str] | None:
+    """Edits that take a statement out, the comments right above it and its own text (trailing
+    comment included): the comments travel with the code when it moves."""
+    text = statement_text(stmt)
+    edits = removal(model, stmt)  # type: ignore[arg-type]
+    if text is None or edits is None:
+        return None
+    above = comments_above(stmt)
+    if not (above and len(edits) == 1 and edits[0].kind is EditKind.REMOVE and edits[0].node is stmt):
+        return edits, [], text
+    return [NodeEdit(EditKind.REMOVE, stmt, above=len(above))], above, text
+
+
 def root_names(expr: cst.CSTNode) -> set[str]:
     """Names an expression reads: `self` and `args` in `self.opt.step(args.k)`."""
     found: set[str] = set()

@@ -49,7 +49,7 @@ class ZeroGradEveryMicroBatch(Rule):
     ## Fix
     Safe: the `zero_grad()` that runs on every micro-batch is removed (with the `else:` it was alone
     in), and, unless another `zero_grad()` already runs once per window, the same call (arguments and
-    comment kept) is put right after the step, after a `scaler.update()` or `scheduler.step()` that
+    comments kept) is put right after the step, after a `scaler.update()` or `scheduler.step()` that
     follows it. Unsafe when the `zero_grad()` is in a helper function (its other callers may rely on
     it); the call is then written with the argument the loop passes. Under Accelerate,
     `model.zero_grad()` becomes `optimizer.zero_grad()`: unsafe, since the optimizer may not hold every

@@ -42,7 +42,7 @@ class ClipBeforeAccumulationComplete(Rule):
 
     ## Fix
     Safe: the clip statement moves into the step's block, just before the step (so after an
-    `unscale_` there), with its comment; a clip under its own `if` (`if max_norm > 0:`) moves with
+    `unscale_` there), with its comments; a clip under its own `if` (`if max_norm > 0:`) moves with
     that `if`. `norm = clip_grad_norm_(...)` moves only when `norm` is read nowhere but after the step.
     Under Accelerate, the clip is wrapped in `if accelerator.sync_gradients:`. No fix for a clip in a
     helper function or not directly in the micro-batch loop's body, or when the step is ambiguous.
