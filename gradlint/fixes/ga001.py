@@ -49,8 +49,17 @@ def fix(model: ModuleModel, loop: TrainingLoop, event: Event) -> Fix | None:
     if written is None:
         return None
     edits.append(NodeEdit(EditKind.INSERT_AFTER, anchor, "\n".join([*comments, written])))
-    return Fix(applicability(model, loop, edits), f"Move `{written.split('#')[0].strip()}` after the step",
-               tuple(edits))
+    safety = applicability(model, loop, edits)
+    if _conditions(loop, step) - _conditions(loop, event):
+        # `if not skip: optimizer.step()` in the gate: the clear would be skipped with the step,
+        # where the reported code cleared on every micro-batch.
+        safety = Applicability.UNSAFE
+    return Fix(safety, f"Move `{written.split('#')[0].strip()}` after the step", tuple(edits))
+
+
+def _conditions(loop: TrainingLoop, event: Event) -> set[tuple[str, bool]]:
+    """The non-periodic conditions an event runs under inside the loop."""
+    return {(code(g.expr), g.negated) for g in loop.inner_guards(event) if g.periodic is None}
 
 
 def _at_loop(model: ModuleModel, loop: TrainingLoop, event: Event, text: str) -> str | None:

@@ -8,9 +8,22 @@ own function; unsafe in a helper."""
 
 from __future__ import annotations
 
+import libcst as cst
+
 from gradlint.fixes.edits import Applicability, EditKind, Fix, NodeEdit
-from gradlint.fixes.tree import block, in_loop_function, moving, portable, statement
+from gradlint.fixes.tree import ancestors, block, in_loop_function, moving, portable, statement
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, TrainingLoop, When
+
+
+def _in_own_loop(model: ModuleModel, loop: TrainingLoop, stmt: cst.CSTNode) -> bool:
+    """A clip in a loop of its own (`for group in optimizer.param_groups:`) would unscale twice."""
+    stops = {id(loop.loop.node), id(loop.window.node) if loop.window else 0}
+    for node in ancestors(model, stmt):
+        if id(node) in stops or isinstance(node, cst.FunctionDef):
+            return False
+        if isinstance(node, cst.For | cst.While):
+            return True
+    return False
 
 
 def fix(model: ModuleModel, loop: TrainingLoop, clip: Event, scaler: str) -> Fix | None:
@@ -24,7 +37,7 @@ def fix(model: ModuleModel, loop: TrainingLoop, clip: Event, scaler: str) -> Fix
         return None
     optimizer = steps[0].spec.optimizer
     clip_stmt = statement(model, clip.node)
-    if clip_stmt is None or block(model, clip_stmt) is None:
+    if clip_stmt is None or block(model, clip_stmt) is None or _in_own_loop(model, loop, clip_stmt):
         return None
     edits: list[NodeEdit] = []
     unscales = loop.of_kind(Kind.UNSCALE)

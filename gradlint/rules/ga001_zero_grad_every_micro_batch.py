@@ -51,7 +51,8 @@ class ZeroGradEveryMicroBatch(Rule):
     in), and, unless another `zero_grad()` already runs once per window, the same call (arguments and
     comments kept) is put right after the step, after a `scaler.update()` or `scheduler.step()` that
     follows it. Unsafe when the `zero_grad()` is in a helper function (its other callers may rely on
-    it); the call is then written with the argument the loop passes. Under Accelerate,
+    it; the call is then written with the argument the loop passes), or when the step runs under a
+    further condition (`if not overflow:`), which would skip the clear too. Under Accelerate,
     `model.zero_grad()` becomes `optimizer.zero_grad()`: unsafe, since the optimizer may not hold every
     parameter. No fix when the step is ambiguous (several optimizers) or done by a call that steps
     under a flag, when the clearing is `p.grad = None` in a loop, or when the call shares its line.

@@ -55,8 +55,8 @@ class ClipWithoutUnscale(Rule):
     if any), or an `unscale_` found after the clip in the same block is moved before it. Only where
     the clip runs once per step: `unscale_` twice before `scaler.update()` raises, so a clip on every
     micro-batch is first moved by GA003's fix. Unsafe in a helper function. No fix when another
-    `unscale_` runs under another condition (it could then run twice), or the scaler or optimizer is
-    ambiguous.
+    `unscale_` runs under another condition (it could then run twice), the clip runs in a loop of its
+    own (once per parameter group), or the scaler or optimizer is ambiguous.
     """
 
     code = "GA005"
