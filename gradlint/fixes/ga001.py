@@ -1,13 +1,7 @@
 """GA001 fix: remove the per-micro-batch `zero_grad()`, and clear once per window after the step.
 
-When no other `zero_grad` runs once per window, the removed statement (its text, arguments and
-comment) is put back right after the step (after `scaler.update()` / `scheduler.step()` that follow
-it). Safe when every edit is in the loop's own function, unsafe when the `zero_grad` sits in a helper
-(other callers share it). None when the step is ambiguous or hidden, the clearing is not a call
-(`p.grad = None` in a loop), or the statement shares its line.
-
-Under Accelerate, `model.zero_grad()` becomes `optimizer.zero_grad()` (which Accelerate skips
-mid-window): unsafe, since the optimizer may not hold every parameter of the model."""
+What it does, and when it is safe or unsafe or not offered: the `## Fix` section of the rule
+(docs/rules/GA001.md), which tests/test_fixes.py and fixtures/fixes/GA001/ hold to."""
 
 from __future__ import annotations
 

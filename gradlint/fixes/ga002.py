@@ -1,9 +1,7 @@
 """GA002 fix: divide what reaches backward by K, leaving the logged loss alone.
 
-`loss.backward()` -> `(loss / K).backward()`; `scaler.scale(loss)` -> `scaler.scale(loss / K)`;
-`accelerator.backward(loss)` / `self.manual_backward(loss)` -> `...(loss / K)`. Safe in the loop's
-own function (only the backpropagated value changes); unsafe in a helper, which other callers may
-share. None when K is not readable at the backward (a local of another function)."""
+What it does, and when it is safe or unsafe or not offered: the `## Fix` section of the rule
+(docs/rules/GA002.md), which tests/test_fixes.py and fixtures/fixes/GA002/ hold to."""
 
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
 """GA003 fix: move the clip into the gate, just before the step (so after an `unscale_` there).
 
-The statement moves with its trailing comment; a clip under its own `if` (`if max_norm > 0:`)
-moves with that `if`. Safe: it only changes when the clip runs. None unless the clip is a
-statement of the micro-batch loop's own body, in the same function as the one step, before it;
-`norm = clip_grad_norm_(...)` moves only when `norm` is read nowhere but after the step.
-
-Under Accelerate, the clip is wrapped in `if accelerator.sync_gradients:` (safe)."""
+What it does, and when it is safe or unsafe or not offered: the `## Fix` section of the rule
+(docs/rules/GA003.md), which tests/test_fixes.py and fixtures/fixes/GA003/ hold to."""
 
 from __future__ import annotations
 

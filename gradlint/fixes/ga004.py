@@ -1,17 +1,7 @@
 """GA004 fix: a last-batch clause in the gate, `or (i + 1) == len(loader)`.
 
-Offered when the gate's counter is the loop's own index (`enumerate`, from 0 or 1, or
-`range(len(x))`), the iterable under `enumerate`/`tqdm` is a plain name, and the periodic
-condition is written whole in the `if` or in the flag it tests (`is_update = ...`). An early
-exit or `else` (`if (i + 1) % K != 0: continue`) gets `and (i + 1) != len(loader)`. Safe, except
-when the loop tests the same period elsewhere (`model.no_sync()` while accumulating, a second flag):
-the last batch would then step without what those parts do on a window's last micro-batch, so the
-fix is unsafe.
-
-With a counter of its own (`seen += 1` before the gate), the step block is repeated after the
-loop under the inverted test (`if seen % K != 0:`): unsafe, a guess at what the counter holds
-then. Offered only when the gate's block holds nothing but gradient calls (step, update, clip,
-unscale, scheduler, zero_grad)."""
+What it does, and when it is safe or unsafe or not offered: the `## Fix` section of the rule
+(docs/rules/GA004.md), which tests/test_fixes.py and fixtures/fixes/GA004/ hold to."""
 
 from __future__ import annotations
 

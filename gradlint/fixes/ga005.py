@@ -1,10 +1,7 @@
 """GA005 fix: `scaler.unscale_(optimizer)` just before the clip.
 
-Offered only where the clip runs once per optimizer step (a plain loop, or inside the gate):
-`unscale_` twice before `scaler.update()` raises, so a clip on every micro-batch gets GA003's fix
-first and this one on the next round. An `unscale_` after the clip in the same block is moved
-rather than duplicated; one elsewhere (under another condition) means no fix. Safe in the loop's
-own function; unsafe in a helper."""
+What it does, and when it is safe or unsafe or not offered: the `## Fix` section of the rule
+(docs/rules/GA005.md), which tests/test_fixes.py and fixtures/fixes/GA005/ hold to."""
 
 from __future__ import annotations
 
