@@ -149,8 +149,7 @@ def portable(model: ModuleModel, expr: cst.CSTNode, target: cst.CSTNode) -> bool
     if here is there:
         return True
     module_names = set(model.scopes.get(model.module).assignments) | set(model.facts.functions)
-    local = set(model.scopes.get(there).assignments) | set(model.scopes.get(there).params) \
-        if isinstance(there, cst.FunctionDef) else set()
+    local = _locals(model, here) | _locals(model, there)  # a local shadows the module's name
     for name in root_names(expr):
         if name in ("self", "cls"):
             if not (isinstance(here, cst.FunctionDef) and isinstance(there, cst.FunctionDef)):
@@ -165,9 +164,11 @@ def portable(model: ModuleModel, expr: cst.CSTNode, target: cst.CSTNode) -> bool
     return True
 
 
-def same_function(model: ModuleModel, *nodes: cst.CSTNode) -> bool:
-    functions = {id(function_of(model, n)) for n in nodes}
-    return len(functions) == 1
+def _locals(model: ModuleModel, function: cst.CSTNode) -> set[str]:
+    if not isinstance(function, cst.FunctionDef):
+        return set()
+    scope = model.scopes.get(function)
+    return set(scope.assignments) | set(scope.params)
 
 
 def loop_function(model: ModuleModel, loop: TrainingLoop) -> cst.CSTNode:
