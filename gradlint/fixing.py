@@ -150,10 +150,17 @@ def fix_results(results: list[FileResult], rules_for, unsafe: bool, write: bool)
     """Fix each file with an applicable fix, in place in `results` (its diagnostics become what
     remains). `write`: save the files (else only collect the diff). Notebooks are not fixed."""
     outcome = Outcome()
+    done_paths: dict[str, str] = {}  # real path -> its fixed text: a file named twice is fixed once
     for index, result in enumerate(results):
         if result.stdin and write:
             outcome.stdin_text = result.source
         if result.error is not None or result.notebook is not None or result.source is None:
+            continue
+        real = os.path.realpath(result.filename) if not result.stdin else None
+        if real is not None and real in done_paths:
+            again = check_source(done_paths[real], result.filename, rules_for(result.filename))
+            again.source = done_paths[real]
+            results[index] = again
             continue
         if not any(applicable(d, unsafe) for d in result.diagnostics):
             continue
@@ -170,6 +177,8 @@ def fix_results(results: list[FileResult], rules_for, unsafe: bool, write: bool)
             if error is not None:
                 result.error = error
                 continue
+        if real is not None:
+            done_paths[real] = done.source
         fresh = done.result
         fresh.stdin = result.stdin
         fresh.warnings = result.warnings + [w for w in fresh.warnings if w not in result.warnings]

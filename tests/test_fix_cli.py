@@ -234,3 +234,11 @@ def test_notebooks_are_reported_not_fixed(tmp_path: Path) -> None:
     assert code == 1
     assert notebook.read_text(encoding="utf-8") == text
     assert "[*]" not in out
+
+
+def test_a_file_named_twice_is_fixed_once(buggy: Path) -> None:
+    other_name = str(buggy.parent / "." / buggy.name)
+    code, out, err = run("--fix", str(buggy), other_name)
+    assert (code, err) == (0, "")
+    assert buggy.read_text(encoding="utf-8") == FIXED
+    assert out.strip().endswith("(3 fixed, 0 remaining).")
