@@ -18,7 +18,7 @@ from .conftest import FIXTURES, UPDATE_SNAPSHOTS
 RULES = [rule() for rule in ALL_RULES]
 PAIRS = sorted((FIXTURES / "fixes").rglob("*.in.py"))
 UNSAFE_MARK = "# gradlint-test: unsafe-fixes"
-ALL_SCRIPTS = sorted(p for p in FIXTURES.rglob("*.py") if "probe" not in p.parts and "fixes" not in p.parts)
+ALL_SCRIPTS = sorted(p for p in FIXTURES.rglob("*.py") if "probe" not in p.parts and not p.name.endswith(".out.py"))
 
 
 def _out(path: Path) -> Path:
@@ -33,20 +33,22 @@ def test_pairs_cover_every_rule() -> None:
 
 @pytest.mark.parametrize("path", PAIRS, ids=lambda p: str(p.relative_to(FIXTURES / "fixes")))
 def test_fix_pair(path: Path) -> None:
+    """`name.in.py` fixed gives `name.out.py`; `no_fix_*` and `*_safe_only` (an unsafe fix, not
+    applied) have no `.out.py`: they must come out unchanged."""
     source = path.read_text(encoding="utf-8")
     unsafe = UNSAFE_MARK in source
     before = check_source(source, path.name, RULES)
     assert before.error is None and before.diagnostics, "a fix fixture must have findings"
     done = fix_source(source, path.name, RULES, unsafe)
-    expected = _out(path)
-    if UPDATE_SNAPSHOTS:
-        expected.write_text(done.source, encoding="utf-8")
-    assert done.source == expected.read_text(encoding="utf-8")
-    name = path.name
-    if name.startswith("no_fix") or "safe_only" in name:
+    if path.name.startswith("no_fix") or path.name.endswith("_safe_only.in.py"):
+        assert not _out(path).exists(), "an unchanged fixture needs no .out.py"
         assert done.fixed == 0 and done.source == source
-    else:
-        assert done.fixed > 0
+        assert not [d for d in done.result.diagnostics if applicable(d, unsafe)]
+        return
+    if UPDATE_SNAPSHOTS:
+        _out(path).write_text(done.source, encoding="utf-8")
+    assert done.source == _out(path).read_text(encoding="utf-8")
+    assert done.fixed > 0
     # What was fixed is no longer reported; nothing fixable remains; a second run changes nothing.
     assert done.result.error is None
     assert not [d for d in done.result.diagnostics if applicable(d, unsafe)]
