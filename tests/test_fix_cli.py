@@ -105,6 +105,15 @@ def test_unsafe_fixes_apply_unsafe_fixes(tmp_path: Path) -> None:
     assert "(1 fixed, 0 remaining)" in out
 
 
+def test_fix_summary_counts_hidden_unsafe_fixes(tmp_path: Path) -> None:
+    path = tmp_path / "helper.py"
+    path.write_text(HELPER.replace(" or (i + 1) == len(loader)", ""), encoding="utf-8")  # + a safe GA004
+    code, out, _ = run("--fix", str(path))
+    assert code == 1
+    assert out.strip().endswith("Found 2 problems (1 fixed, 1 remaining).\n"
+                                "No fixes available (1 hidden fix can be enabled with the `--unsafe-fixes` option).")
+
+
 def test_diff_prints_a_unified_diff_writes_nothing_and_exits_1(buggy: Path) -> None:
     mtime = buggy.stat().st_mtime_ns
     code, out, err = run("--diff", str(buggy))

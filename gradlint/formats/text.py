@@ -27,9 +27,10 @@ def _summary(report: Report) -> str:
     if not count and not fixed:
         return "All checks passed."
     if fixed:
-        return f"Found {_plural(count + fixed, 'problem')} ({fixed} fixed, {count} remaining)."
-    files = report.files_with_findings()
-    line = f"Found {_plural(count, 'problem')} in {_plural(files, 'file')}."
+        line = f"Found {_plural(count + fixed, 'problem')} ({fixed} fixed, {count} remaining)."
+    else:
+        line = f"Found {_plural(count, 'problem')} in {_plural(report.files_with_findings(), 'file')}."
+    # As ruff: what --fix would do now, and the unsafe fixes it would not.
     fixable = sum(1 for d in report.diagnostics if report.fixable(d))
     hidden = sum(1 for d in report.diagnostics if d.fix is not None and not report.fixable(d))
     fixes = f"{hidden} hidden {'fix' if hidden == 1 else 'fixes'}"
