@@ -27,6 +27,7 @@ from gradlint.model.gates import periodicity
 from gradlint.model.syntax import dotted, last_part, number, positional
 
 _DISPLAY = ("tqdm", "track")
+_SYNC = re.compile(r"no_sync|grad_sync|gradient_sync|backward_sync")
 
 
 def fix(model: ModuleModel, loop: TrainingLoop) -> Fix | None:
@@ -119,6 +120,8 @@ def _period_tested_elsewhere(model: ModuleModel, loop: TrainingLoop, target: cst
     if any(c.method == "no_sync" for e in loop.of_kind(Kind.BACKWARD) for c in e.contexts):
         return True
     body = source(loop.loop.node)
+    if _SYNC.search(body):  # `require_backward_grad_sync = ...`, `maybe_no_sync()`, FSDP, Fabric
+        return True
     own = source(target)
     modulus = loop.gate.periodic.modulus if loop.gate and loop.gate.periodic else None
     if modulus is None:
