@@ -50,12 +50,11 @@ class MissingRemainderStep(Rule):
     flag it tests): `or (i + 1) == len(loader)`, or `and (i + 1) != len(loader)` for an early exit
     (`if (i + 1) % K != 0: continue`). Offered when the counter is the loop's own index
     (`enumerate`, from 0 or 1, or `range(len(x))`) and the loader has a length, as the rule
-    assumes. Unsafe when the loop tests the same period
-    elsewhere (`model.no_sync()` while accumulating, `require_backward_grad_sync`, a second
-    flag): review that condition too. With a counter of
-    its own (`seen += 1` before the gate), the step block is repeated after the loop under
-    `if seen % K != 0:` (unsafe: a guess at the counter's final value). No fix when the gate tests
-    anything else (`and not dry_run`).
+    assumes. Unsafe when the loop tests the same period elsewhere (`model.no_sync()` while
+    accumulating, `require_backward_grad_sync`, a second flag): review that condition too. With a
+    counter of its own (`seen += 1` before the gate), the step block is repeated after the loop
+    under `if seen % K != 0:` (unsafe: a guess at the counter's final value). No fix when the gate
+    tests anything else (`and not dry_run`).
     """
 
     code = "GA004"
