@@ -34,15 +34,20 @@ def fix(model: ModuleModel, loop: TrainingLoop, clip: Event) -> Fix | None:
     if isinstance(holder, cst.If) and holder.orelse is None and len(holder.body.body) == 1:
         unit, holder = holder, owner(model, holder)
     step = window_step(model, loop)
-    if holder is not loop.loop.node or step is None or step.order < clip.order:
+    in_helper = isinstance(holder, cst.FunctionDef) and holder is not loop.loop.node
+    if (holder is not loop.loop.node and not in_helper) or step is None or step.order < clip.order:
         return None
     step_stmt = step_statement(model, loop, step)
     moved = moving(model, unit)
     if step_stmt is None or moved is None or not _assigned_only_for_step(model, stmt, step_stmt):
         return None
+    if in_helper and not portable(model, unit, step_stmt):
+        return None  # the helper's names (its parameters) mean nothing at the step
     edits, comments, text = moved
     edits.append(NodeEdit(EditKind.INSERT_BEFORE, step_stmt, "\n".join([*comments, text])))
-    return Fix(Applicability.SAFE, "Move the clip into the step's block, just before the step", tuple(edits))
+    # Out of a helper that runs on every micro-batch: its other callers lose the clip, so unsafe.
+    safety = Applicability.UNSAFE if in_helper else Applicability.SAFE
+    return Fix(safety, "Move the clip into the step's block, just before the step", tuple(edits))
 
 
 def _assigned_only_for_step(model: ModuleModel, stmt: cst.SimpleStatementLine, step_stmt: cst.CSTNode) -> bool:

@@ -148,7 +148,7 @@ def portable(model: ModuleModel, expr: cst.CSTNode, target: cst.CSTNode) -> bool
     here, there = function_of(model, expr), function_of(model, target)
     if here is there:
         return True
-    module_names = set(model.scopes.get(model.module).assignments) | set(model.facts.functions)
+    module_names = set(model.scopes.get(model.module).assignments) | set(model.facts.functions) | _imported(model)
     local = _locals(model, here) | _locals(model, there)  # a local shadows the module's name
     for name in root_names(expr):
         if name in ("self", "cls"):
@@ -162,6 +162,18 @@ def portable(model: ModuleModel, expr: cst.CSTNode, target: cst.CSTNode) -> bool
         if name not in module_names and name not in _BUILTINS:
             return False
     return True
+
+
+def _imported(model: ModuleModel) -> set[str]:
+    """Names bound by the module's top-level imports: `torch`, `nn` in `from torch import nn`."""
+    names: set[str] = set()
+    for stmt in model.module.body:
+        for small in getattr(stmt, "body", ()) if isinstance(stmt, cst.SimpleStatementLine) else ():
+            if isinstance(small, cst.Import):  # `import torch.nn` binds `torch`
+                names.update(a.evaluated_alias or a.evaluated_name.split(".")[0] for a in small.names)
+            elif isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar):
+                names.update(a.evaluated_alias or a.evaluated_name for a in small.names)
+    return names
 
 
 def _locals(model: ModuleModel, function: cst.CSTNode) -> set[str]:

@@ -44,8 +44,11 @@ class ClipBeforeAccumulationComplete(Rule):
     Safe: the clip statement moves into the step's block, just before the step (so after an
     `unscale_` there), with its comments; a clip under its own `if` (`if max_norm > 0:`) moves with
     that `if`. `norm = clip_grad_norm_(...)` moves only when `norm` is read nowhere but after the step.
-    Under Accelerate, the clip is wrapped in `if accelerator.sync_gradients:`. No fix for a clip in a
-    helper function or not directly in the micro-batch loop's body, or when the step is ambiguous.
+    Unsafe for a clip in a helper called on every micro-batch (`self.train_step()`): it moves next to
+    the step when its names mean the same there, and the helper's other callers lose it. Under
+    Accelerate, the clip is wrapped in `if accelerator.sync_gradients:`. No fix for a clip that is
+    not directly in the loop's (or helper's) body, whose names are the helper's parameters, or when
+    the step is ambiguous.
     """
 
     code = "GA003"
