@@ -84,3 +84,16 @@ def test_edits_apply_from_the_end() -> None:
 
     fix = TextFix(Applicability.SAFE, "m", (TextEdit(0, 1, "AB"), TextEdit(2, 2, "C"), TextEdit(3, 4, "")))
     assert apply_edits("abcd", [fix]) == "ABbCc"
+
+
+def test_a_fix_that_breaks_the_code_is_dropped_with_a_warning() -> None:
+    from gradlint.checker import FileResult
+    from gradlint.diagnostics import Diagnostic
+    from gradlint.fixes.edits import Applicability, TextEdit, TextFix
+
+    source = "def f():\n    return 1\n"
+    broken = TextFix(Applicability.SAFE, "drop the colon", (TextEdit(7, 8, ""),))
+    first = FileResult("x.py", [Diagnostic("x.py", 1, 1, "GA001", "m", 1, 2, fix=broken)])
+    done = fix_source(source, "x.py", RULES, unsafe=False, first=first)
+    assert done.source == source and done.fixed == 0
+    assert "produced invalid code and was not applied" in done.result.warnings[0].reason
