@@ -97,3 +97,17 @@ def test_a_fix_that_breaks_the_code_is_dropped_with_a_warning() -> None:
     done = fix_source(source, "x.py", RULES, unsafe=False, first=first)
     assert done.source == source and done.fixed == 0
     assert "produced invalid code and was not applied" in done.result.warnings[0].reason
+
+
+def test_docs_before_and_after_is_current() -> None:
+    """docs/fixes.md shows the real diff of fixtures/fixes/combined/all_five_bugs."""
+    import re
+
+    from gradlint.fixing import unified_diff
+
+    docs = (FIXTURES.parent / "docs" / "fixes.md").read_text(encoding="utf-8")
+    shown = re.search(r"```diff\n\$ gradlint check --diff train.py\n(.*?)```", docs, re.S)
+    assert shown, "docs/fixes.md lost its before/after"
+    before = (FIXTURES / "fixes" / "combined" / "all_five_bugs.in.py").read_text(encoding="utf-8")
+    after = fix_source(before, "train.py", RULES, unsafe=False).source
+    assert shown.group(1) == unified_diff(before, after, "train.py")
