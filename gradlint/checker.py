@@ -19,7 +19,9 @@ from gradlint.diagnostics import Diagnostic, FileError, FileWarning
 from gradlint.fixes.edits import Lines, to_text
 from gradlint.model import build_model
 from gradlint.prefilter import may_have_training_loop
+from gradlint.relevance import relevant_source
 from gradlint.rules import Finding, Rule
+from gradlint.suppression import may_warn
 from gradlint.suppression import scan as scan_suppressions
 
 if TYPE_CHECKING:
@@ -27,8 +29,14 @@ if TYPE_CHECKING:
 
 MAX_BYTES = 10 * 1024 * 1024
 # A file the prefilter skips is never parsed, but a suppression in it that names a GA code (or the
-# file-level form) is still read, so that a typo in it is reported. Cheap: one regex over the text.
-_MAY_NAME_OUR_CODES = re.compile(r"noqa[^\n]*GA[0-9]|gradlint\s*:\s*noqa", re.IGNORECASE)
+# file-level form) is still read, so that a typo in it is reported. Cheap: a regex over the lowered
+# text of files that mention noqa at all (an IGNORECASE search has no literal to skip ahead with).
+_MAY_NAME_OUR_CODES = re.compile(r"noqa[^\n]*ga[0-9]|gradlint\s*:\s*noqa")
+
+
+def _may_name_our_codes(source: str) -> bool:
+    lowered = source.lower()
+    return "noqa" in lowered and _MAY_NAME_OUR_CODES.search(lowered) is not None
 
 
 @dataclass
@@ -87,15 +95,16 @@ def read(path: str) -> tuple[str | None, FileError | None]:
 
 def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: bool = False,
                  prefilter: bool = False) -> FileResult:
-    """`prefilter`: skip (without parsing) a file that cannot hold a training loop. Off for files
-    named on the command line, so that a broken `train.py` is always reported."""
+    """`prefilter`: skip (without parsing) a file that cannot hold a training loop, and parse only
+    the definitions the model can reach (`relevance.py`). Off for files named on the command line,
+    so that a broken `train.py` is always reported in full."""
     result = FileResult(filename)
     if prefilter and not may_have_training_loop(source):
-        if _MAY_NAME_OUR_CODES.search(source):
+        if _may_name_our_codes(source):
             _suppress(result, source)
         return result
     try:
-        module = cst.parse_module(source)
+        module = cst.parse_module(relevant_source(source) if prefilter else source)
     except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
         # LibCST's tokenizer admits some characters its node validation then rejects (a Name that
         # is not `str.isidentifier()`): that is invalid source too, not an internal error.
@@ -130,6 +139,8 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
 
 def _suppress(result: FileResult, source: str) -> None:
     """Drop what `# noqa` comments suppress; warn about suppressions naming unknown codes."""
+    if not result.diagnostics and not may_warn(source):
+        return  # nothing to drop and nothing to warn about: skip tokenizing
     suppressions = scan_suppressions(source)
     result.diagnostics = [d for d in result.diagnostics if not suppressions.suppresses(d)]
     result.warnings.extend(FileWarning(result.filename, w.message, w.row) for w in suppressions.warnings)
