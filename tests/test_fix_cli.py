@@ -251,3 +251,14 @@ def test_a_file_named_twice_is_fixed_once(buggy: Path) -> None:
     assert (code, err) == (0, "")
     assert buggy.read_text(encoding="utf-8") == FIXED
     assert out.strip().endswith("(3 fixed, 0 remaining).")
+
+
+def test_fix_in_a_directory_keeps_unrelated_definitions(tmp_path: Path) -> None:
+    """Files found in a directory are parsed with unrelated definitions blanked; fixes are made on
+    the whole text, so those definitions come out as they were."""
+    unrelated = 'def describe(x):\n    """Not a training loop."""\n    return {"x": x,\n            "y": 2}\n\n\n'
+    path = tmp_path / "train.py"
+    path.write_text(unrelated + BUGGY, encoding="utf-8")
+    code, _, _ = run("--fix", str(tmp_path))
+    assert code == 0
+    assert path.read_text(encoding="utf-8") == unrelated + FIXED
