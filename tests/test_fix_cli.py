@@ -262,3 +262,15 @@ def test_fix_in_a_directory_keeps_unrelated_definitions(tmp_path: Path) -> None:
     code, _, _ = run("--fix", str(tmp_path))
     assert code == 0
     assert path.read_text(encoding="utf-8") == unrelated + FIXED
+
+
+def test_directory_and_named_file_offer_the_same_fixes(tmp_path: Path) -> None:
+    """A helper's clip reads the module's imports: its fix must not depend on how the file was
+    found (a directory check parses a text with module-level code blanked)."""
+    source = (Path(__file__).parent.parent / "fixtures" / "fixes" / "GA003" / "helper_method_clips.in.py")
+    path = tmp_path / "trainer.py"
+    path.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    _, named, _ = run("--unsafe-fixes", "--output-format", "json", str(path))
+    _, found, _ = run("--unsafe-fixes", "--output-format", "json", str(tmp_path))
+    assert json.loads(named)[0]["fix"] is not None
+    assert json.loads(found)[0]["fix"] == json.loads(named)[0]["fix"]

@@ -139,48 +139,100 @@ def root_names(expr: cst.CSTNode) -> set[str]:
     return found
 
 
-_BUILTINS = {"len", "int", "float", "max", "min", "True", "False", "None"}
-
-
 def portable(model: ModuleModel, expr: cst.CSTNode, target: cst.CSTNode) -> bool:
-    """Whether `expr`, written where it is, reads the same names at `target` (another node):
-    same function, or only module-level names, builtins, and `self` within one class."""
+    """Whether `expr`, written where it is, reads the same names at `target` (another node): the
+    same function, or only names neither function (nor one around it) binds, which Python then
+    reads from the module (or builtins) in both; `self` only between methods of one class."""
     here, there = function_of(model, expr), function_of(model, target)
     if here is there:
         return True
-    module_names = set(model.scopes.get(model.module).assignments) | set(model.facts.functions) | _imported(model)
-    local = _locals(model, here) | _locals(model, there)  # a local shadows the module's name
+    local = _locals(model, here) | _locals(model, there)
     for name in root_names(expr):
         if name in ("self", "cls"):
             if not (isinstance(here, cst.FunctionDef) and isinstance(there, cst.FunctionDef)):
                 return False
             if class_of(model, here) is None or class_of(model, here) is not class_of(model, there):
                 return False
-            continue
-        if name in local:
-            return False
-        if name not in module_names and name not in _BUILTINS:
+        elif name in local:
             return False
     return True
 
 
-def _imported(model: ModuleModel) -> set[str]:
-    """Names bound by the module's top-level imports: `torch`, `nn` in `from torch import nn`."""
+def _locals(model: ModuleModel, function: cst.CSTNode) -> set[str]:
+    """Names bound in a function and in the functions around it (closures)."""
     names: set[str] = set()
-    for stmt in model.module.body:
-        for small in getattr(stmt, "body", ()) if isinstance(stmt, cst.SimpleStatementLine) else ():
-            if isinstance(small, cst.Import):  # `import torch.nn` binds `torch`
-                names.update(a.evaluated_alias or a.evaluated_name.split(".")[0] for a in small.names)
-            elif isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar):
-                names.update(a.evaluated_alias or a.evaluated_name for a in small.names)
+    for node in (function, *ancestors(model, function)):
+        if isinstance(node, cst.FunctionDef):
+            names |= _bound(node)
     return names
 
 
-def _locals(model: ModuleModel, function: cst.CSTNode) -> set[str]:
-    if not isinstance(function, cst.FunctionDef):
-        return set()
-    scope = model.scopes.get(function)
-    return set(scope.assignments) | set(scope.params)
+def _bound(function: cst.FunctionDef) -> set[str]:
+    """Every name a function binds, as a superset: parameters, assignment, `for`, `with ... as`,
+    `except ... as`, imports, nested definitions, walrus, `global`/`nonlocal`."""
+    names = {p.name.value for p in (*function.params.posonly_params, *function.params.params,
+                                    *function.params.kwonly_params)}
+    for star in (function.params.star_arg, function.params.star_kwarg):
+        if isinstance(star, cst.Param):
+            names.add(star.name.value)
+
+    def targets(node: cst.CSTNode | None) -> None:
+        if isinstance(node, cst.Name):
+            names.add(node.value)
+        elif isinstance(node, cst.Tuple | cst.List):
+            for element in node.elements:
+                targets(element.value)
+        elif isinstance(node, cst.StarredElement):
+            targets(node.value)
+
+    class _Binds(cst.CSTVisitor):
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            names.add(node.name.value)
+            return node is function
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+            names.add(node.name.value)
+            return False
+
+        def visit_Lambda(self, node: cst.Lambda) -> bool:
+            return False
+
+        def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+            targets(node.target)
+
+        def visit_AugAssign(self, node: cst.AugAssign) -> None:
+            targets(node.target)
+
+        def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+            targets(node.target)
+
+        def visit_For(self, node: cst.For) -> None:
+            targets(node.target)
+
+        def visit_CompFor(self, node: cst.CompFor) -> None:
+            targets(node.target)
+
+        def visit_AsName(self, node: cst.AsName) -> None:  # with / except / import ... as
+            targets(node.name)
+
+        def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+            targets(node.target)
+
+        def visit_Import(self, node: cst.Import) -> None:
+            names.update(a.evaluated_alias or a.evaluated_name.split(".")[0] for a in node.names)
+
+        def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+            if not isinstance(node.names, cst.ImportStar):
+                names.update(a.evaluated_alias or a.evaluated_name for a in node.names)
+
+        def visit_Global(self, node: cst.Global) -> None:
+            names.update(n.name.value for n in node.names)
+
+        def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
+            names.update(n.name.value for n in node.names)
+
+    function.visit(_Binds())
+    return names
 
 
 def loop_function(model: ModuleModel, loop: TrainingLoop) -> cst.CSTNode:
