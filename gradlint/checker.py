@@ -201,6 +201,19 @@ def check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool =
     return check_source(source, path, rules, verbose, prefilter=not explicit)
 
 
+def screen_path(path: str, rules: Sequence[Rule]) -> FileResult | None:
+    """The result of a discovered `.py` file when the text test settles it without parsing (as
+    `check_path` would give it); None when the file needs the full check."""
+    source, error = read(path)
+    if error is not None or source is None:
+        return FileResult(path, error=error)
+    if not source.strip():
+        return FileResult(path)
+    if may_have_training_loop(source):
+        return None
+    return check_source(source, path, rules, prefilter=True)
+
+
 def check_notebook(text: str, path: str, explicit: bool, rules: Sequence[Rule], verbose: bool = False) -> FileResult:
     """A notebook's code cells as one program; locations mapped back to cells."""
     from gradlint import notebooks

@@ -26,8 +26,14 @@ _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")  # Python's own line ends, not s
 _Def = ast.FunctionDef | ast.AsyncFunctionDef
 
 
+# Below this size the stdlib pass costs about what it saves (training scripts are mostly loop).
+MIN_BYTES = 16_000
+
+
 def relevant_source(source: str) -> str:
     """`source` with the definitions no rule can depend on blanked; unchanged when unsure."""
+    if len(source) < MIN_BYTES:
+        return source
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -64,7 +70,7 @@ def _units(body: list[ast.stmt]) -> Iterator[_Def]:
 
 def _irrelevant_units(tree: ast.Module) -> Iterator[tuple[int, int]]:
     owners = _Owners()
-    owners.visit(tree)
+    marked = owners.visit_module(tree)
     needed = owners.reaching_backward()
     # Everything a needed function calls by name may be inlined; close over those names.
     names = set().union(*(owners.calls.get(o, set()) for o in needed)) if needed else set()
@@ -87,14 +93,8 @@ def _irrelevant_units(tree: ast.Module) -> Iterator[tuple[int, int]]:
         # Module-level code is walked only when it reaches a backward; otherwise only its facts
         # and the definitions inside it count (torch's 27k-line tables of test cases do not).
         for statement in tree.body:
-            if not isinstance(statement, _Def | ast.ClassDef) and not _holds_facts_or_defs(statement):
+            if not isinstance(statement, _Def | ast.ClassDef) and id(statement) not in marked:
                 yield statement.lineno, statement.end_lineno or statement.lineno
-
-
-def _holds_facts_or_defs(statement: ast.stmt) -> bool:
-    probe = _Owners()
-    probe.visit(statement)
-    return bool(probe.with_facts or probe.defs or any(isinstance(n, ast.ClassDef) for n in ast.walk(statement)))
 
 
 class _Owners:
@@ -107,6 +107,7 @@ class _Owners:
         self.defs: dict[str, set[int]] = {}
         self.with_facts: set[int] = set()
         self.inner: dict[int, set[int]] = {}
+        self.marked = False  # the statement being visited defines something or records a fact
 
     def reaching_backward(self) -> set[int]:
         """The same fixpoint as `ModuleFacts.reaches_backward`, over stdlib nodes."""
@@ -117,6 +118,17 @@ class _Owners:
             if not grown:
                 return reached
             reached |= grown
+
+    def visit_module(self, tree: ast.Module) -> set[int]:
+        """Visit every top-level statement; return the ids of those that define something or
+        record a fact (they must stay even when module-level code is not walked)."""
+        marked: set[int] = set()
+        for statement in tree.body:
+            self.marked = False
+            self.visit(statement)
+            if self.marked:
+                marked.add(id(statement))
+        return marked
 
     def visit(self, root: ast.AST) -> None:
         # An explicit stack, not `ast.NodeVisitor`: its per-node dispatch costs more than the parse.
@@ -137,7 +149,10 @@ class _Owners:
                     group.add(key)
                 owners.append(key)
                 open_defs.append({key})
+                self.marked = True
                 stack.append((node, True))
+            elif kind is ast.ClassDef:
+                self.marked = True
             elif kind is ast.Call:
                 self._call(node, owners[-1])  # type: ignore[arg-type]
             elif kind is ast.Assign or kind is ast.AnnAssign:
@@ -146,6 +161,7 @@ class _Owners:
                 modules = [a.name for a in node.names] if kind is ast.Import else [node.module or ""]  # type: ignore[attr-defined]
                 if _imports_deepspeed(modules):
                     self.with_facts.add(owners[-1])
+                    self.marked = True
             stack.extend((child, False) for child in ast.iter_child_nodes(node))
 
     def _call(self, node: ast.Call, owner: int) -> None:
@@ -162,6 +178,7 @@ class _Owners:
             summed = isinstance(reduction, ast.Constant) and reduction.value == "sum"
             if records_fact(_dotted(value.func), summed):
                 self.with_facts.add(owner)
+                self.marked = True
 
 
 def _imports_deepspeed(modules: Iterable[str]) -> bool:

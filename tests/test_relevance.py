@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gradlint import relevance
 from gradlint.checker import check_source
 from gradlint.relevance import relevant_source
 from gradlint.rules import ALL_RULES
@@ -45,6 +46,17 @@ def zero_every_micro_batch(model, loader, optimizer, accum):
 def clear_and_step(optimizer):
     optimizer.step()
 '''
+
+
+@pytest.fixture(autouse=True)
+def _any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage skips small files (not worth it); these tests are small on purpose."""
+    monkeypatch.setattr(relevance, "MIN_BYTES", 0)
+
+
+def test_small_files_are_left_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relevance, "MIN_BYTES", len(LIBRARY) + 1)
+    assert relevant_source(LIBRARY) is LIBRARY
 
 
 def _kept(source: str) -> list[str]:
