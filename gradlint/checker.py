@@ -16,6 +16,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from gradlint.diagnostics import Diagnostic, FileError, FileWarning
+from gradlint.fixes.edits import Lines, to_text
 from gradlint.model import build_model
 from gradlint.prefilter import may_have_training_loop
 from gradlint.relevance import relevant_source
@@ -46,6 +47,7 @@ class FileResult:
     warnings: list[FileWarning] = field(default_factory=list)
     source: str | None = None  # kept only for files with diagnostics, for source excerpts
     notebook: Notebook | None = None
+    stdin: bool = False  # read from `-` (`--fix` then prints the fixed source)
 
 
 def decode(data: bytes, filename: str) -> tuple[str | None, FileError | None]:
@@ -121,7 +123,7 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
                 if key not in seen:
                     seen.add(key)
                     findings.append(finding)
-        result.diagnostics = _locate(module, findings, filename)
+        result.diagnostics = _locate(module, findings, filename, source)
         _suppress(result, source)
     except RecursionError:
         result.error = FileError(filename, "too deeply nested to analyse")
@@ -171,16 +173,19 @@ def cst_version() -> str:
         return "?"
 
 
-def _locate(module: cst.Module, findings: list[Finding], filename: str) -> list[Diagnostic]:
+def _locate(module: cst.Module, findings: list[Finding], filename: str, source: str) -> list[Diagnostic]:
     if not findings:
         return []
     # Positions only for files with findings: the metadata pass costs more than the parse.
     positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    lines = Lines(source)
     out = []
     for f in findings:
         where = positions[f.node]
+        fix = (to_text(f.fix, positions, source, module.default_indent, module.default_newline, lines)
+               if f.fix is not None else None)
         out.append(Diagnostic(filename, where.start.line, where.start.column + 1, f.code, f.message,
-                              where.end.line, where.end.column + 1))
+                              where.end.line, where.end.column + 1, fix=fix))
     return sorted(out)
 
 
