@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import libcst as cst
 
+from gradlint.fixes.after_step import move_after
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, TrainingLoop, traversal
 from gradlint.model.syntax import code, dotted, keyword, last_part, positional
 from gradlint.rules.base import Finding, Rule, show, via
@@ -49,6 +50,12 @@ class ZeroGradBeforeStep(Rule):
             optimizer.step()
             optimizer.zero_grad()
     ```
+
+    ## Fix
+    Safe: the clear moves right below the step (below a `scaler.update()` or `scheduler.step()`
+    that follows it), comments with it. Unsafe when the clear is in a helper function (other
+    callers) or when the step runs under a condition the clear does not (it used to clear when the
+    step was skipped). No fix when the clear shares its line with other code or sits in a loop.
     """
 
     code = "GA006"
@@ -75,7 +82,10 @@ class ZeroGradBeforeStep(Rule):
                         continue  # the clear does not run every time the step does
                     if _writes_gradients(model, loop):
                         break  # gradients written by hand after the clear (PCGrad, GradCache)
-                    yield Finding(self.code, clear.node, _message(clear, step))
+                    # The clear then runs only with the step: unsafe when the step has conditions the
+                    # clear does not (it used to clear when the step was skipped).
+                    fix = move_after(model, loop, clear, step, unsafe=_conditions(step) != _conditions(clear))
+                    yield Finding(self.code, clear.node, _message(clear, step), fix)
                     break
 
 

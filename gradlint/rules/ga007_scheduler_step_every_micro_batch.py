@@ -7,6 +7,7 @@ from enum import Enum
 
 import libcst as cst
 
+from gradlint.fixes.after_step import move_after
 from gradlint.model import Event, Kind, LoopKind, ModuleModel, TrainingLoop, When, traversal
 from gradlint.model.syntax import code, dotted, last_part, method_name, positional, string
 from gradlint.rules.base import Finding, Rule, show, step_of, via
@@ -74,6 +75,14 @@ class SchedulerStepEveryMicroBatch(Rule):
                 scheduler.step()
                 optimizer.zero_grad()
     ```
+
+    ## Fix
+    The `scheduler.step()` moves right below the optimizer step (below a `scaler.update()` that
+    follows it), comments with it. Safe when the schedule's length visibly counts optimizer steps;
+    unsafe when its length is not visible (if it was counted in micro-batches elsewhere, stepping
+    it once per window makes it K times too slow), or when the scheduler is in a helper function.
+    No fix for a scheduler never passed to `accelerator.prepare()` (prepare it), or when the call
+    shares its line.
     """
 
     code = "GA007"
@@ -93,7 +102,10 @@ class SchedulerStepEveryMicroBatch(Rule):
                     length = schedule_length(model, event.spec.receiver, loop, assignments)
                     if length.unit is Unit.MICRO_BATCHES:
                         continue
-                    yield Finding(self.code, event.node, _message(loop, event, length))
+                    step = _step(loop)
+                    fix = None if step is None else move_after(
+                        model, loop, event, step, unsafe=length.unit is not Unit.OPTIMIZER_STEPS)
+                    yield Finding(self.code, event.node, _message(loop, event, length), fix)
             elif loop.kind is LoopKind.ACCELERATE:
                 yield from self._unprepared(model, loop)
 
@@ -118,6 +130,13 @@ class SchedulerStepEveryMicroBatch(Rule):
                 "skips mid-window, so this one advances `gradient_accumulation_steps` times per "
                 "optimizer step; prepare it",
             )
+
+
+def _step(loop: TrainingLoop) -> Event | None:
+    """The one step of the accumulating optimizer, once per window."""
+    steps = [s for s in loop.of_kind(Kind.STEP) if loop.when(s) is When.ONCE
+             and (s.spec.optimizer or s.spec.receiver) in loop.accumulating_optimizers and "gate" not in s.spec.extra]
+    return steps[0] if len(steps) == 1 else None
 
 
 def _constant(call: cst.Call | None) -> bool:

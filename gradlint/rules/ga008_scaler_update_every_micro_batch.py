@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gradlint.fixes.after_step import move_after
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, TrainingLoop, When
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
@@ -50,6 +51,11 @@ class ScalerUpdateEveryMicroBatch(Rule):
             scaler.update()
             optimizer.zero_grad()
     ```
+
+    ## Fix
+    Safe: `scaler.update()` moves right below `scaler.step(optimizer)`, comments with it; unsafe
+    when either is in a helper function. No fix for a `scaler.step()` outside the gate (which of
+    the loop's statements belong under it is a choice), or when the call shares its line.
     """
 
     code = "GA008"
@@ -58,11 +64,11 @@ class ScalerUpdateEveryMicroBatch(Rule):
     def check(self, model: ModuleModel) -> Iterator[Finding]:
         for loop in model.loops:
             if loop.kind in (LoopKind.GATED, LoopKind.INNER):
-                yield from self._gated(loop)
+                yield from self._gated(model, loop)
             elif loop.kind is LoopKind.PLAIN:
                 yield from self._step_outside_gate(loop)
 
-    def _gated(self, loop: TrainingLoop) -> Iterator[Finding]:
+    def _gated(self, model: ModuleModel, loop: TrainingLoop) -> Iterator[Finding]:
         accumulating = loop.accumulating_optimizers
         steps = loop.of_kind(Kind.STEP)
         if any(loop.when(s) is When.EVERY and _optimizer(s) not in accumulating for s in steps):
@@ -87,11 +93,15 @@ class ScalerUpdateEveryMicroBatch(Rule):
             else:
                 effect = ("with the scaler enabled it raises `No inf checks were recorded prior to "
                           "update` on the first micro-batch without a step")
+            scaler_steps = [s for s in steps if s.spec.framework is Framework.SCALER and loop.when(s) is When.ONCE
+                            and s.spec.receiver == update.spec.receiver]
+            fix = move_after(model, loop, update, scaler_steps[0]) if len(scaler_steps) == 1 else None
             yield Finding(
                 self.code,
                 update.node,
                 f"{show(update)}{via(update)} runs on {_where(loop, update)}, but {step_of(loop)} only every "
                 f"{loop.k_phrase} micro-batches: {effect}; call it right after the scaler's step",
+                fix,
             )
 
     def _step_outside_gate(self, loop: TrainingLoop) -> Iterator[Finding]:

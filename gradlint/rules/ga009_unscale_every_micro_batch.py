@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gradlint.model import Kind, LoopKind, ModuleModel, When
+from gradlint.fixes.after_step import move_before
+from gradlint.fixes.edits import Fix
+from gradlint.model import Event, Kind, LoopKind, ModuleModel, TrainingLoop, When
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
 _OFF_WINDOW = (When.EVERY, When.REST)
@@ -54,6 +56,13 @@ class UnscaleEveryMicroBatch(Rule):
             scaler.update()
             optimizer.zero_grad()
     ```
+
+    ## Fix
+    Safe: the `unscale_` moves right above the window's first clip, or above the scaler's step when
+    nothing clips, comments with it. Unsafe when a clip also runs on every micro-batch (it would
+    then clip scaled gradients) or the `unscale_` is in a helper function. No fix when an `unscale_`
+    already runs once per window, or when the call shares its line. A gradient norm logged on every
+    micro-batch reads scaled values after the fix: check such logging by hand.
     """
 
     code = "GA009"
@@ -80,6 +89,7 @@ class UnscaleEveryMicroBatch(Rule):
                     continue
                 if unscale.spec.optimizer is not None and accumulating and unscale.spec.optimizer not in accumulating:
                     continue
+                fix = _fix(model, loop, unscale)
                 if loop.kind is LoopKind.INNER:
                     where = "every micro-step of the inner loop"
                 elif when is When.REST:
@@ -92,4 +102,16 @@ class UnscaleEveryMicroBatch(Rule):
                     f"{show(unscale)}{via(unscale)} runs on {where}, but {step_of(loop)} only every "
                     f"{loop.k_phrase} micro-batches: later micro-batches add scaled gradients to the "
                     f"unscaled ones; {effect}; unscale once per window, just before clipping and the step",
+                    fix,
                 )
+
+
+def _fix(model: ModuleModel, loop: TrainingLoop, unscale: Event) -> Fix | None:
+    """Move the `unscale_` above the window's first clip (or its step), where it runs once. Unsafe
+    when a clip also runs on every micro-batch: it would then clip scaled gradients."""
+    window = [e for e in loop.of_kind(Kind.CLIP, Kind.STEP)
+              if loop.when(e) is When.ONCE and e.order > unscale.order and "gate" not in e.spec.extra]
+    if any(loop.when(u) is When.ONCE for u in loop.of_kind(Kind.UNSCALE)) or not window:
+        return None
+    off_window_clip = any(loop.when(c) in _OFF_WINDOW for c in loop.of_kind(Kind.CLIP))
+    return move_before(model, loop, unscale, window[0], unsafe=off_window_clip)

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import libcst as cst
 
+from gradlint.fixes.after_step import insert_after
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, TrainingLoop, traversal
 from gradlint.model.events import classify_call
 from gradlint.model.facts import GRAD_CLEARING
@@ -53,6 +54,11 @@ class GradientsNeverCleared(Rule):
         optimizer.step()
         optimizer.zero_grad()
     ```
+
+    ## Fix
+    Safe: `optimizer.zero_grad()` (the stepped optimizer, as the step names it) is added right below
+    the step (below a `scaler.update()` or `scheduler.step()` that follows it); unsafe when the step
+    is in a helper function. No fix when the optimizer's name does not mean the same there.
     """
 
     code = "GA014"
@@ -84,6 +90,9 @@ class GradientsNeverCleared(Rule):
                     continue
                 if _hidden_calls(model, body, optimizer):
                     continue
+                holder = _optimizer_expression(step)
+                fix = None if holder is None else insert_after(
+                    model, loop, step, f"{optimizer}.zero_grad()", holder)
                 yield Finding(
                     self.code,
                     step.node,
@@ -91,6 +100,7 @@ class GradientsNeverCleared(Rule):
                     f"gradients it applies (no `{optimizer}.zero_grad()`, `model.zero_grad()` or "
                     "`p.grad = None`): every backward adds to `.grad`, so each step applies the sum of "
                     f"all gradients so far; call `{optimizer}.zero_grad()` after the step",
+                    fix,
                 )
 
 
@@ -128,6 +138,17 @@ def _library_optimizer(built: cst.Call, imports: set[str]) -> bool:
 def _wrapper_backward(model: ModuleModel, loop: TrainingLoop) -> bool:
     """`optimizer.backward(loss)`: an optimizer wrapper (fairseq, apex FP16_Optimizer) runs the loop."""
     return any(model.facts.role(b.spec.receiver) is Role.OPTIMIZER for b in loop.of_kind(Kind.BACKWARD))
+
+
+def _optimizer_expression(step: Event) -> cst.BaseExpression | None:
+    """`optimizer` in `optimizer.step()` or `scaler.step(optimizer)`: what the added clear names."""
+    node = step.node
+    if not isinstance(node, cst.Call) or not isinstance(node.func, cst.Attribute):
+        return None
+    if step.spec.framework is Framework.SCALER:
+        args = positional(node)
+        return args[0] if args else None
+    return node.func.value
 
 
 def _plain(step: Event) -> bool:
