@@ -1,5 +1,5 @@
-"""Fixes that put a statement right after the optimizer step (GA006, GA007, GA008, GA014): move the
-reported statement there, or write a new one there.
+"""Fixes that move a statement next to the window's step (GA006, GA007, GA008 below it; GA009 above
+the window's clip), or write a new one below it (GA014).
 
 What each does, and when it is safe or unsafe or not offered: the `## Fix` section of its rule."""
 
@@ -18,11 +18,26 @@ def move_after(model: ModuleModel, loop: TrainingLoop, event: Event, step: Event
                unsafe: bool = False) -> Fix | None:
     """The statement holding `event`, moved below the step (and below a `scaler.update()` or
     `scheduler.step()` right after it), its comments with it."""
-    stmt = statement(model, event.node)
-    if stmt is None or step_statement(model, loop, step) is None:
+    if step_statement(model, loop, step) is None:
         return None
     anchor = after_step(model, loop, step)
-    if anchor is stmt or not portable(model, event.node, anchor):
+    return _move(model, loop, event, anchor, EditKind.INSERT_AFTER, unsafe, "after the step")
+
+
+def move_before(model: ModuleModel, loop: TrainingLoop, event: Event, target: Event,
+                unsafe: bool = False) -> Fix | None:
+    """The statement holding `event`, moved right above the statement holding `target` (GA009: the
+    `unscale_` above the window's clip or step)."""
+    anchor = statement(model, target.node)
+    if anchor is None or not in_loop_function(model, loop, anchor):
+        return None
+    return _move(model, loop, event, anchor, EditKind.INSERT_BEFORE, unsafe, "into the window's step")
+
+
+def _move(model: ModuleModel, loop: TrainingLoop, event: Event, anchor: cst.CSTNode, kind: EditKind,
+          unsafe: bool, where: str) -> Fix | None:
+    stmt = statement(model, event.node)
+    if stmt is None or anchor is stmt or not portable(model, event.node, anchor):
         return None
     moved = moving(model, stmt)
     if moved is None:
@@ -30,9 +45,9 @@ def move_after(model: ModuleModel, loop: TrainingLoop, event: Event, step: Event
     edits, comments, text = moved
     if any(e.node is anchor for e in edits):
         return None
-    edits.append(NodeEdit(EditKind.INSERT_AFTER, anchor, "\n".join([*comments, text])))
+    edits.append(NodeEdit(kind, anchor, "\n".join([*comments, text])))
     safety = Applicability.UNSAFE if unsafe else applicability(model, loop, edits)
-    return Fix(safety, f"Move `{code(event.node)}` after the step", tuple(edits))
+    return Fix(safety, f"Move `{code(event.node)}` {where}", tuple(edits))
 
 
 def insert_after(model: ModuleModel, loop: TrainingLoop, step: Event, text: str, names: cst.CSTNode) -> Fix | None:
@@ -45,23 +60,3 @@ def insert_after(model: ModuleModel, loop: TrainingLoop, step: Event, text: str,
         return None
     edits = [NodeEdit(EditKind.INSERT_AFTER, anchor, text)]
     return Fix(applicability(model, loop, edits), f"Add `{text}` after the step", tuple(edits))
-
-
-def move_before(model: ModuleModel, loop: TrainingLoop, event: Event, target: Event,
-                unsafe: bool = False) -> Fix | None:
-    """The statement holding `event`, moved right above the statement holding `target` (GA009: the
-    `unscale_` above the window's clip or step)."""
-    stmt, anchor = statement(model, event.node), statement(model, target.node)
-    if stmt is None or anchor is None or anchor is stmt or not in_loop_function(model, loop, anchor):
-        return None
-    if not portable(model, event.node, anchor):
-        return None
-    moved = moving(model, stmt)
-    if moved is None:
-        return None
-    edits, comments, text = moved
-    if any(e.node is anchor for e in edits):
-        return None
-    edits.append(NodeEdit(EditKind.INSERT_BEFORE, anchor, "\n".join([*comments, text])))
-    safety = Applicability.UNSAFE if unsafe else applicability(model, loop, edits)
-    return Fix(safety, f"Move `{code(event.node)}` into the window's step", tuple(edits))
