@@ -189,3 +189,45 @@ def test_ga013_sum_reduction_and_unknown_models_are_not_flagged() -> None:
     assert _codes(loop.format(loss="model(**batch).loss"), "GA013") == []  # no language model built here
     lm = "model = AutoModelForCausalLM.from_pretrained('gpt2')\n"
     assert _codes(lm + textwrap.dedent(loop.format(loss="model(**batch).loss")), "GA013") == ["GA013"]
+
+
+_PADDING = "".join(f"\ndef unrelated_{i}(x):\n    return [x * {i} for _ in range(3)]\n" for i in range(600))
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    # Lightning's training_step has no backward, yet GA011 reads it.
+    ("""
+import lightning.pytorch as pl
+
+
+class Lit(pl.LightningModule):
+    def training_step(self, batch, batch_idx):
+        return self.net(batch).mean() / self.trainer.accumulate_grad_batches
+""", ["GA011"]),
+    # The model is wrapped in a setup function the loop never calls by name.
+    ("""
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+def setup(net):
+    global model
+    model = DDP(net)
+
+
+def train(loader, optimizer, K):
+    for i, (x, y) in enumerate(loader):
+        (loss_fn(model(x), y) / K).backward()
+        if (i + 1) % K == 0 or i + 1 == len(loader):
+            optimizer.step()
+            optimizer.zero_grad()
+""", ["GA012"]),
+])
+def test_big_files_keep_what_the_new_rules_read(source: str, expected: list[str]) -> None:
+    """Files over the structural stage's threshold have unrelated definitions blanked: what GA011
+    and GA012 read outside the training loop must survive it (and a sync helper must silence GA012)."""
+    big = source + _PADDING
+    rules = [RULES_BY_CODE[c]() for c in ("GA011", "GA012")]
+    assert [d.code for d in check_source(big, "big.py", rules, prefilter=True).diagnostics] == expected
+    if expected == ["GA012"]:
+        helper = "\n\ndef maybe_no_sync(m, sync):\n    return m.no_sync()\n"
+        assert check_source(big + helper, "big.py", rules, prefilter=True).diagnostics == []

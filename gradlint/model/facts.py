@@ -13,6 +13,7 @@ from enum import Enum
 
 import libcst as cst
 
+from gradlint.model import traversal
 from gradlint.model.syntax import callee, dotted, keyword, last_part, string
 
 
@@ -58,6 +59,10 @@ class ModuleFacts:
     token_mean_criteria: set[str] = field(default_factory=set)  # `CrossEntropyLoss(ignore_index=...)`
     builds_token_model: bool = False  # a causal/masked LM (`AutoModelForCausalLM.from_pretrained`) is built here
     trainer_calls: list[cst.Call] = field(default_factory=list)  # Lightning `Trainer(...)` constructions
+    # name -> the constructor call that gave it its role (`scheduler = get_linear_schedule...(...)`)
+    constructors: dict[str, cst.Call] = field(default_factory=dict)
+    # names passed to or bound from `accelerator.prepare(...)` / `prepare_scheduler(...)`
+    prepared: set[str] = field(default_factory=set)
 
     def role(self, text: str | None) -> Role:
         if not text:
@@ -79,6 +84,13 @@ class ModuleFacts:
         if _OPT_NAME.fullmatch(name):
             return Role.OPTIMIZER
         return Role.OTHER
+
+    def constructor(self, text: str | None) -> cst.Call | None:
+        """The call that built `text` in this module (`torch.optim.AdamW(...)`), or None."""
+        for key in (text, last_part(text)):
+            if key and key in self.constructors:
+                return self.constructors[key]
+        return None
 
     def accelerator_divides(self, text: str | None) -> bool | None:
         """Whether `text.backward(loss)` divides by K: None when the Accelerator is not built here."""
@@ -106,13 +118,47 @@ def _constructor_role(name: str) -> Role | None:
     last = last_part(name)
     if last in ("GradScaler", "ShardedGradScaler") or last.endswith("Scaler"):
         return Role.SCALER
-    if last in _OPTIMIZER_CLASSES or (".optim." in f".{name}." and last[:1].isupper()):
-        return Role.OPTIMIZER
+    # Schedulers first: `torch.optim.lr_scheduler.LambdaLR` lives under `torch.optim` too.
     if "Scheduler" in last or re.fullmatch(r"[A-Z]\w*LR", last) or "schedule" in last.lower():
         return Role.SCHEDULER
+    if last in _OPTIMIZER_CLASSES or (".optim." in f".{name}." and last[:1].isupper()):
+        return Role.OPTIMIZER
     if last == "Fabric":
         return Role.FABRIC
     return None
+
+
+# Names that clear gradients, or may: `zero_grad`, `clear_grads(model)`, `torch._foreach_zero_`.
+# Rules that need the whole file (GA014) look for them anywhere, so the structural stage keeps
+# every definition that mentions one, as it keeps those that call `prepare` (GA007).
+GRAD_CLEARING = re.compile(r"(?i).*((zero|clear|reset|free)_?grads?|_foreach_zero_|set_to_none).*")
+WHOLE_FILE_ATTRIBUTES = frozenset({"grad", "prepare", "prepare_scheduler", "gradient_accumulation_steps"})
+# Names that control DDP/FSDP gradient sync: GA012 stays silent when any appears in the file.
+SYNC_CONTROL = re.compile(r".*(no_sync|require_backward_grad_sync|requires_gradient_sync|no_backward_sync).*")
+# Methods GA011 reads without a backward in them (Lightning's automatic optimisation).
+FACT_METHODS = frozenset({"training_step"})
+
+
+def records_call_fact(name: str) -> bool:
+    """Whether a call to `name` (anywhere, assigned or not) is one `_model_facts` keeps: a language
+    model built, a Lightning `Trainer`, a DDP/FSDP wrapper. Shared with gradlint/relevance.py."""
+    last = last_part(name)
+    if last in ("from_pretrained", "from_config"):
+        return bool(_TOKEN_MODEL.search(last_part(name.rsplit(".", 1)[0]) if "." in name else ""))
+    return (bool(_TOKEN_MODEL.search(last)) and last[:1].isupper()) or last in ("Trainer", "CrossEntropyLoss") \
+        or last in _WRAPPERS
+
+
+def records_fact(name: str, summed: bool) -> bool:
+    """Whether an assignment from a call to `name` (with `reduction="sum"` when `summed`) is one
+    `_FactsCollector._record` keeps. The structural stage (gradlint/relevance.py) keeps every
+    definition holding one, so the two must agree: both go through here."""
+    last = last_part(name)
+    return (
+        last in ("Accelerator", "initialize")
+        or summed
+        or _constructor_role(name) is not None
+    )
 
 
 class _FactsCollector(cst.CSTVisitor):
@@ -134,6 +180,8 @@ class _FactsCollector(cst.CSTVisitor):
             self._backward.add(owner)
         elif name:
             self._calls.setdefault(owner, set()).add(name)
+            if name in ("prepare", "prepare_scheduler") and isinstance(func, cst.Attribute):
+                self.facts.prepared.update(last_part(dotted(a.value)) for a in node.args)
         self._model_facts(node, name)
 
     def _model_facts(self, node: cst.Call, name: str) -> None:
@@ -205,6 +253,9 @@ class _FactsCollector(cst.CSTVisitor):
         if not isinstance(node.value, cst.Call):
             return
         names = [t for target in node.targets for t in _targets(target.target)]
+        func = node.value.func
+        if isinstance(func, cst.Attribute) and func.attr.value in ("prepare", "prepare_scheduler"):
+            self.facts.prepared.update(last_part(n) for n in names)
         self._record(node.value, names)
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
@@ -213,6 +264,8 @@ class _FactsCollector(cst.CSTVisitor):
 
     def _record(self, call: cst.Call, names: list[str]) -> None:
         name = callee(call) or ""
+        if not records_fact(name, string(keyword(call, "reduction")) == "sum") and not records_call_fact(name):
+            return
         last = last_part(name)
         facts = self.facts
         if last == "Accelerator":
@@ -242,9 +295,10 @@ class _FactsCollector(cst.CSTVisitor):
         role = _constructor_role(name)
         if role is not None and len(names) == 1:
             facts.roles[names[0]] = role
+            facts.constructors[names[0]] = call
 
 
 def collect_facts(module: cst.Module) -> ModuleFacts:
     collector = _FactsCollector()
-    module.visit(collector)
+    traversal.visit(module, collector)
     return collector.facts

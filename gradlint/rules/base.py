@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import libcst as cst
 
+from gradlint.fixes.edits import Fix
 from gradlint.model import Event, Kind, ModuleModel, TrainingLoop
 from gradlint.model.syntax import code
 
@@ -18,6 +19,7 @@ class Finding:
     code: str
     node: cst.CSTNode
     message: str
+    fix: Fix | None = field(default=None, compare=False)  # in node edits; see gradlint/fixes/
 
 
 class Rule:
@@ -35,6 +37,12 @@ class Rule:
     @classmethod
     def documentation(cls) -> str:
         return inspect.cleandoc(cls.__doc__ or "")
+
+    @classmethod
+    def offers_fixes(cls) -> bool:
+        """False when the `## Fix` section starts with `None:` (no edit is safe to suggest)."""
+        section = cls.documentation().split("## Fix", 1)[-1].strip()
+        return not section.startswith("None:")
 
     @classmethod
     def summary(cls) -> str:

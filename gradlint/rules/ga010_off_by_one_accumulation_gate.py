@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import libcst as cst
 
+from gradlint.fixes import ga010
 from gradlint.model import Guard, Kind, LoopKind, ModuleModel, TrainingLoop, loop_iterable
 from gradlint.model.gates import Resolver
 from gradlint.model.syntax import code, dotted, last_part, number, positional
@@ -45,6 +46,10 @@ class OffByOneAccumulationGate(Rule):
             optimizer.step()
             optimizer.zero_grad()
     ```
+
+    ## Fix
+    Safe: `i % K` becomes `(i + 1) % K` where the gate is written (the `if`, or the flag it
+    tests). Unsafe when the gate sits in a helper: its other call sites pass other counters.
     """
 
     code = "GA010"
@@ -74,6 +79,7 @@ class OffByOneAccumulationGate(Rule):
                 f"{step_of(loop)} runs when `{code(mod)} == 0`, but `{counter}` counts micro-batches from 0: "
                 f"the step runs after micro-batches 0, {later}, ..., so the first window is a single "
                 f"micro-batch and every later window is shifted by one; gate on `({code(mod.left)} + 1) % {k} == 0`",
+                ga010.fix(mod, code(mod.left), gate.frame.scope is not loop.loop.frame.scope),
             )
 
 

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import libcst as cst
 
+from gradlint.fixes import ga011
 from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling, TrainingLoop, When
 from gradlint.model.provenance import trace
 from gradlint.model.quantities import is_k_name, looks_like_k, same_quantity
@@ -57,6 +58,12 @@ class DoubleLossScaling(Rule):
             optimizer.step()
             optimizer.zero_grad()
     ```
+
+    ## Fix
+    Safe: the hand-written division goes (`loss / K` becomes `loss`, a `loss /= K` line is
+    removed), where the backpropagated loss is divided. Unsafe when that division is in a helper
+    function (its other callers may need it). No fix for `accumulate()` without
+    `gradient_accumulation_steps`: where K comes from is the script's choice.
     """
 
     code = "GA011"
@@ -68,15 +75,17 @@ class DoubleLossScaling(Rule):
             for event in loop.of_kind(Kind.BACKWARD):
                 if id(event.node) in reported or not loop.in_loop(event):
                     continue
-                message = self._divided_twice(model, loop, event)
-                if message:
+                found = self._divided_twice(model, loop, event)
+                if found:
+                    message, divisor = found
                     reported.add(id(event.node))
-                    yield Finding(self.code, event.node, message)
+                    yield Finding(self.code, event.node, message, _fix(model, event, divisor))
             if loop.kind is LoopKind.ACCELERATE:
                 yield from self._accumulate_without_steps(model, loop, reported)
         yield from self._lightning(model)
 
-    def _divided_twice(self, model: ModuleModel, loop: TrainingLoop, event: Event) -> str | None:
+    def _divided_twice(self, model: ModuleModel, loop: TrainingLoop,
+                       event: Event) -> tuple[str, cst.BaseExpression] | None:
         framework = event.spec.framework
         receiver = event.spec.receiver
         if framework is Framework.ACCELERATE:
@@ -89,7 +98,7 @@ class DoubleLossScaling(Rule):
                 return None
             return (f"{show(event)}{via(event)} backpropagates a loss divided by `{code(divisor)}`, but "
                     f"`{receiver}` was built with `gradient_accumulation_steps={code(k)}` and divides by it "
-                    "again in `backward()`: every update is K times too small; drop the division")
+                    "again in `backward()`: every update is K times too small; drop the division"), divisor
         if framework is Framework.DEEPSPEED and loop.kind is LoopKind.ENGINE:
             if isinstance(event.node, cst.Call) and keyword(event.node, "scale_wrt_gas") is not None:
                 return None
@@ -101,7 +110,7 @@ class DoubleLossScaling(Rule):
                 return None
             return (f"{show(event)}{via(event)} backpropagates a loss divided by `{code(divisor)}`, but the "
                     "DeepSpeed engine already divides by its `gradient_accumulation_steps` in `backward()`: "
-                    "every update is K times too small; drop the division")
+                    "every update is K times too small; drop the division"), divisor
         return None
 
     @staticmethod
@@ -163,7 +172,14 @@ class DoubleLossScaling(Rule):
                     f"`training_step` returns a loss divided by `{code(divisor)}`, but Lightning's automatic "
                     "optimisation already divides it by `accumulate_grad_batches`: every update is K times "
                     "too small; return the undivided loss",
+                    ga011.fix(method, divisor, False),
                 )
+
+
+def _fix(model: ModuleModel, event: Event, divisor: cst.BaseExpression):
+    """Where the loss was divided: in the backward's own function (safe), else anywhere (a helper)."""
+    local = ga011.fix(event.frame.scope.node, divisor, bool(event.frame.via))
+    return local if local is not None else ga011.fix(model.module, divisor, True)
 
 
 def _manual_optimisation(cls: cst.ClassDef) -> bool:

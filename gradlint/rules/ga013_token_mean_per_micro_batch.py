@@ -63,6 +63,10 @@ class TokenMeanPerMicroBatch(Rule):
         optimizer.step()
         optimizer.zero_grad()
     ```
+
+    ## Fix
+    None: the window's token count must be known before its first backward (fetch the window
+    ahead), which restructures the loop.
     """
 
     code = "GA013"
