@@ -61,6 +61,9 @@ class Guard:
     depth: int = 0  # how many loops enclosed the condition
     periodic: Periodicity | None = field(default=None, compare=False)
     exceptional: bool = False  # an `except` handler: not the normal path
+    # a non-periodic branch that ends in continue/break/return/raise: a skip path (`if not
+    # torch.isfinite(loss): optimizer.zero_grad(); continue`), not what runs per micro-batch
+    skip_branch: bool = False
     node: cst.CSTNode | None = field(default=None, compare=False)  # where to report the gate
 
 
@@ -189,9 +192,13 @@ class Walker:
                 self._small(small, state)
         elif isinstance(node, cst.If):
             self._calls(node.test, state)
-            self._block(node.body.body, replace(state, guards=(*state.guards, self._guard(node.test, False, state))))
+            taken = _skip_path(self._guard(node.test, False, state), node.body)
+            self._block(node.body.body, replace(state, guards=(*state.guards, taken)))
             if node.orelse is not None:
-                negated = replace(state, guards=(*state.guards, self._guard(node.test, True, state)))
+                other = self._guard(node.test, True, state)
+                if isinstance(node.orelse, cst.Else):
+                    other = _skip_path(other, node.orelse.body)
+                negated = replace(state, guards=(*state.guards, other))
                 if isinstance(node.orelse, cst.If):
                     self._statement(node.orelse, negated)
                 else:
@@ -314,6 +321,10 @@ class Walker:
         if exit_kind not in (None, "continue"):
             found = None  # `if done: break` is about when training ends, not the window
         return Guard(expr, negated, state.frame, len(state.loops), found, node=expr)
+
+
+def _skip_path(guard: Guard, block: cst.BaseSuite) -> Guard:
+    return replace(guard, skip_branch=True) if guard.periodic is None and terminates(block) else guard
 
 
 def _exit_kind(block: cst.BaseSuite) -> str:
