@@ -22,12 +22,14 @@ from gradlint.rules import Finding, Rule
 from gradlint.suppression import scan as scan_suppressions
 
 if TYPE_CHECKING:
+    from gradlint.cache import Cache
     from gradlint.notebooks import Notebook
 
 MAX_BYTES = 10 * 1024 * 1024
 # A file the prefilter skips is never parsed, but a suppression in it that names a GA code (or the
 # file-level form) is still read, so that a typo in it is reported. Cheap: one regex over the text.
 _MAY_NAME_OUR_CODES = re.compile(r"noqa[^\n]*GA[0-9]|gradlint\s*:\s*noqa", re.IGNORECASE)
+ISSUE_TRACKER = "https://github.com/gradlint/gradlint/issues"
 
 
 @dataclass
@@ -92,6 +94,10 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
         if _MAY_NAME_OUR_CODES.search(source):
             _suppress(result, source)
         return result
+    too_deep = _too_deep_for_python(source, filename)
+    if too_deep is not None:
+        result.error = too_deep
+        return result
     try:
         module = cst.parse_module(source)
     except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
@@ -117,13 +123,32 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
     except RecursionError:
         result.error = FileError(filename, "too deeply nested to analyse")
     except Exception as exc:  # one file's bug must not stop the others
-        result.error = FileError(
-            filename,
-            f"internal error while checking ({type(exc).__name__}: {exc}); please report it "
-            "at the gradlint issue tracker with this file, and run with --verbose for the traceback",
-            traceback=traceback.format_exc(),
-        )
+        result.error = internal_error(filename, exc)
     return result
+
+
+def internal_error(filename: str, exc: BaseException) -> FileError:
+    return FileError(
+        filename,
+        f"internal error while checking ({type(exc).__name__}: {exc}); this is a bug in gradlint: please report "
+        f"it at {ISSUE_TRACKER} with this file, and run with --verbose for the traceback",
+        traceback=traceback.format_exc(),
+    )
+
+
+def _too_deep_for_python(source: str, filename: str) -> FileError | None:
+    """LibCST's native parser crashes the process (SIGSEGV) on nesting a few thousand levels deep (a
+    10,000-term `a + a + ...`), and slows down quadratically before that. CPython refuses such code
+    (RecursionError: it cannot be run either), so ask CPython first. Its syntax errors do not decide
+    anything here: LibCST may accept syntax newer than this interpreter."""
+    try:
+        compile(source, filename, "exec", dont_inherit=True, flags=ast.PyCF_ONLY_AST)
+    except (RecursionError, MemoryError):
+        return FileError(filename, "too deeply nested to check: Python itself cannot compile it "
+                                   "(maximum recursion depth exceeded)")
+    except (SyntaxError, ValueError):
+        pass
+    return None
 
 
 def _suppress(result: FileResult, source: str) -> None:
@@ -173,19 +198,44 @@ def _locate(module: cst.Module, findings: list[Finding], filename: str) -> list[
     return sorted(out)
 
 
-def check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool = False) -> FileResult:
+def check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool = False,
+               cache: Cache | None = None) -> FileResult:
+    try:
+        return _check_path(path, explicit, rules, verbose, cache)
+    except Exception as exc:  # outside the analysis proper (reading, notebooks): still this file's failure only
+        return FileResult(path, error=internal_error(path, exc))
+
+
+def _check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool, cache: Cache | None) -> FileResult:
     source, error = read(path)
     if error is not None or source is None:
         return FileResult(path, error=error)
     if path.endswith(".ipynb"):
-        return check_notebook(source, path, explicit, rules, verbose)
+        return check_notebook(source, path, explicit, rules, verbose, cache)
     if not source.strip():
         warnings = [FileWarning(path, "empty file, nothing to check")] if explicit else []
         return FileResult(path, warnings=warnings)
-    return check_source(source, path, rules, verbose, prefilter=not explicit)
+    return _check_cached(source, path, rules, verbose, not explicit, cache)
 
 
-def check_notebook(text: str, path: str, explicit: bool, rules: Sequence[Rule], verbose: bool = False) -> FileResult:
+def _check_cached(source: str, filename: str, rules: Sequence[Rule], verbose: bool, prefilter: bool,
+                  cache: Cache | None) -> FileResult:
+    """`check_source` through the cache, for the files worth it (see gradlint/cache.py)."""
+    if cache is None or (prefilter and not may_have_training_loop(source)):
+        return check_source(source, filename, rules, verbose, prefilter=prefilter)
+    key = cache.key(source, (rule.code for rule in rules), prefilter)
+    hit = cache.load(key, filename)
+    if hit is not None:
+        diagnostics, warnings = hit
+        return FileResult(filename, diagnostics, warnings=warnings, source=source if diagnostics else None)
+    result = check_source(source, filename, rules, verbose, prefilter=prefilter)
+    if result.error is None:
+        cache.store(key, result.diagnostics, result.warnings)
+    return result
+
+
+def check_notebook(text: str, path: str, explicit: bool, rules: Sequence[Rule], verbose: bool = False,
+                   cache: Cache | None = None) -> FileResult:
     """A notebook's code cells as one program; locations mapped back to cells."""
     from gradlint import notebooks
 
@@ -197,7 +247,7 @@ def check_notebook(text: str, path: str, explicit: bool, rules: Sequence[Rule], 
     if lang is not None and lang != "python":
         warnings = [FileWarning(path, f"a {lang} notebook, not Python: skipped")] if explicit else []
         return FileResult(path, warnings=warnings)
-    result = check_source(notebook.source, path, rules, verbose, prefilter=not explicit)
+    result = _check_cached(notebook.source, path, rules, verbose, not explicit, cache)
     result.diagnostics = sorted((notebooks.relocate(d, notebook) for d in result.diagnostics),
                                 key=lambda d: (d.cell or 0, d.row, d.column, d.code))
     result.warnings = [FileWarning(f"{w.filename}:cell {notebook.locate(w.row)[0]}", w.reason,

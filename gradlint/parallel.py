@@ -4,11 +4,12 @@ so output does not depend on `--jobs`."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from gradlint.checker import FileResult, check_path
+from gradlint.cache import Cache
+from gradlint.checker import FileResult, check_path, internal_error
 from gradlint.rules import RULES_BY_CODE, Rule
 
 # Below this many files a pool costs more to start than it saves (most files are skipped by the
@@ -18,37 +19,51 @@ _CHUNK = 4
 
 _worker_rules: dict[tuple[str, ...], list[Rule]] = {}
 _worker_verbose = False
+_worker_cache: Cache | None = None
 
 
 def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _init(verbose: bool) -> None:
-    global _worker_verbose
-    _worker_verbose = verbose
+def _init(verbose: bool, cache: Cache | None) -> None:
+    global _worker_verbose, _worker_cache
+    _worker_verbose, _worker_cache = verbose, cache
 
 
 def _check(item: tuple[str, bool, tuple[str, ...]]) -> FileResult:
     path, explicit, codes = item
-    rules = _worker_rules.get(codes)
-    if rules is None:
-        rules = _worker_rules[codes] = [RULES_BY_CODE[code]() for code in codes]
-    return check_path(path, explicit, rules, _worker_verbose)
+    try:
+        rules = _worker_rules.get(codes)
+        if rules is None:
+            rules = _worker_rules[codes] = [RULES_BY_CODE[code]() for code in codes]
+        return check_path(path, explicit, rules, _worker_verbose, _worker_cache)
+    except Exception as exc:  # an exception here would end pool.map, and with it every other file
+        return FileResult(path, error=internal_error(path, exc))
 
 
 def check_paths(items: Sequence[tuple[str, bool]], rules: Sequence[Rule], verbose: bool, jobs: int,
-                rules_per_file: Sequence[Sequence[Rule]] | None = None) -> list[FileResult]:
+                rules_per_file: Sequence[Sequence[Rule]] | None = None, cache: Cache | None = None,
+                on_result: Callable[[], None] | None = None) -> list[FileResult]:
     """`rules` for every file, or `rules_per_file[i]` for `items[i]` (configuration may differ per
-    directory and file)."""
+    directory and file). `on_result` is called once per file checked (progress)."""
     per_file = rules_per_file if rules_per_file is not None else [rules] * len(items)
     if jobs > 1 and len(items) >= MIN_FILES_FOR_POOL:
         work = [(path, explicit, tuple(rule.code for rule in file_rules))
                 for (path, explicit), file_rules in zip(items, per_file, strict=True)]
         try:
-            with ProcessPoolExecutor(max_workers=jobs, initializer=_init, initargs=(verbose,)) as pool:
-                return list(pool.map(_check, work, chunksize=_CHUNK))
+            with ProcessPoolExecutor(max_workers=jobs, initializer=_init, initargs=(verbose, cache)) as pool:
+                return _collect(pool.map(_check, work, chunksize=_CHUNK), on_result)
         except (BrokenProcessPool, OSError):
             pass  # no processes on this machine (sandbox, memory): check them here instead
-    return [check_path(path, explicit, file_rules, verbose)
-            for (path, explicit), file_rules in zip(items, per_file, strict=True)]
+    return _collect((check_path(path, explicit, file_rules, verbose, cache)
+                     for (path, explicit), file_rules in zip(items, per_file, strict=True)), on_result)
+
+
+def _collect(results: Iterable[FileResult], on_result: Callable[[], None] | None) -> list[FileResult]:
+    out = []
+    for result in results:
+        out.append(result)
+        if on_result is not None:
+            on_result()
+    return out
