@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import io
 import re
+import stat
 import tokenize
 import traceback
 from collections.abc import Sequence
@@ -66,14 +67,19 @@ def decode(data: bytes, filename: str) -> tuple[str | None, FileError | None]:
     )
 
 
-def read(path: str) -> tuple[str | None, FileError | None]:
+def read(path: str, explicit: bool = True) -> tuple[str | None, FileError | None]:
     p = Path(path)
     try:
         if not p.exists():
             return None, FileError(path, "no such file or directory")
         if p.is_dir():
             return None, FileError(path, "is a directory")
-        size = p.stat().st_size
+        st = p.stat()
+        if not explicit and not stat.S_ISREG(st.st_mode):
+            # A FIFO named `x.py` in a tree would block the read forever; one named on the command
+            # line (`gradlint <(cat train.py)`) is read, as the user asked.
+            return None, FileError(path, "not a regular file (a FIFO, socket or device)")
+        size = st.st_size
         if size > MAX_BYTES:
             return None, FileError(path, f"too large to check ({size / 2**20:.1f} MiB; the limit is "
                                          f"{MAX_BYTES // 2**20} MiB)")
@@ -207,7 +213,7 @@ def check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool =
 
 
 def _check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool, cache: Cache | None) -> FileResult:
-    source, error = read(path)
+    source, error = read(path, explicit)
     if error is not None or source is None:
         return FileResult(path, error=error)
     if path.endswith(".ipynb"):

@@ -30,13 +30,13 @@ def wanted(stream: TextIO) -> bool:
 
 class Progress:
     def __init__(self, total: int, stream: TextIO | None = None, enabled: bool | None = None,
-                 delay: float = DELAY_S) -> None:
+                 delay: float | None = None) -> None:
         self.total = total
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = wanted(self.stream) if enabled is None else enabled
         self.done = 0
         self._start = time.monotonic()
-        self._delay = delay
+        self._delay = DELAY_S if delay is None else delay
         self._last_draw = 0.0
         self._width = 0  # of the line on screen, to erase it
 
