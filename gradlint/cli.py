@@ -100,6 +100,9 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)  # 128 + SIGINT, as shells report it
 
     diagnostics = sorted((d for r in results for d in r.diagnostics),
                          key=lambda d: (d.filename, d.cell or 0, d.row, d.column, d.code, d.message))

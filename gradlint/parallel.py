@@ -4,6 +4,7 @@ so output does not depend on `--jobs`."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -29,6 +30,7 @@ def default_jobs() -> int:
 def _init(verbose: bool, cache: Cache | None) -> None:
     global _worker_verbose, _worker_cache
     _worker_verbose, _worker_cache = verbose, cache
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no traceback per worker
 
 
 def _check(item: tuple[str, bool, tuple[str, ...]]) -> FileResult:
@@ -53,7 +55,11 @@ def check_paths(items: Sequence[tuple[str, bool]], rules: Sequence[Rule], verbos
                 for (path, explicit), file_rules in zip(items, per_file, strict=True)]
         try:
             with ProcessPoolExecutor(max_workers=jobs, initializer=_init, initargs=(verbose, cache)) as pool:
-                return _collect(pool.map(_check, work, chunksize=_CHUNK), on_result)
+                try:
+                    return _collect(pool.map(_check, work, chunksize=_CHUNK), on_result)
+                except KeyboardInterrupt:
+                    pool.shutdown(wait=False, cancel_futures=True)  # else leaving `with` runs every queued file
+                    raise
         except (BrokenProcessPool, OSError):
             pass  # no processes on this machine (sandbox, memory): check them here instead
     return _collect((check_path(path, explicit, file_rules, verbose, cache)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -338,3 +340,16 @@ def test_torch_and_stdlib_have_no_internal_error() -> None:
     assert not unexpected, unexpected
     assert proc.returncode == (2 if errors else 0), proc.stderr[-3000:]
     json.loads(proc.stdout)  # the report is complete and well-formed
+
+
+def test_ctrl_c_stops_promptly_without_tracebacks() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADLINT_NO_CACHE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gradlint", "check", "--jobs", "2", *map(str, _trees())],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode in (0, 1, 2):
+        pytest.skip("the run finished before the signal")
+    assert proc.returncode == 130
+    assert "error: interrupted" in err and "Traceback" not in err and "KeyboardInterrupt" not in err
