@@ -26,14 +26,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from gradlint import __version__
 from gradlint.diagnostics import Diagnostic, FileWarning
+from gradlint.fixes.edits import Applicability, TextEdit, TextFix
 
 DEFAULT_DIR_NAME = ".gradlint_cache"
 DIR_ENV = "GRADLINT_CACHE_DIR"
 OFF_ENV = "GRADLINT_NO_CACHE"  # as RUFF_NO_CACHE
-_FORMAT = 1  # bump when the entry layout changes
+_FORMAT = 2  # bump when the entry layout changes
 # https://bford.info/cachedir/: backup tools skip a directory holding this file.
 CACHEDIR_TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                 "# This file is a cache directory tag created by gradlint.\n"
@@ -96,7 +98,8 @@ class Cache:
             if data["key"] != key:
                 return None
             diagnostics = [Diagnostic(filename, int(row), int(col), str(code), str(message), int(end_row),
-                                      int(end_col)) for row, col, code, message, end_row, end_col in data["d"]]
+                                      int(end_col), fix=_fix_from(fix))
+                           for row, col, code, message, end_row, end_col, fix in data["d"]]
             warnings = [FileWarning(filename, str(reason), None if row is None else int(row))
                         for reason, row in data["w"]]
         except (OSError, ValueError, TypeError, KeyError):
@@ -108,7 +111,7 @@ class Cache:
             return
         payload = json.dumps({
             "key": key,
-            "d": [[d.row, d.column, d.code, d.message, d.end_row, d.end_column] for d in diagnostics],
+            "d": [[d.row, d.column, d.code, d.message, d.end_row, d.end_column, _fix_to(d.fix)] for d in diagnostics],
             "w": [[w.reason, w.row] for w in warnings],
         }, separators=(",", ":")).encode()
         try:
@@ -125,6 +128,22 @@ class Cache:
             if not (self.directory / name).exists():
                 _write_atomically(self.directory / name, text.encode())
         self._prepared = True
+
+
+def _fix_to(fix: TextFix | None) -> list[Any] | None:
+    if fix is None:
+        return None
+    return [fix.applicability.value, fix.message,
+            [[e.start, e.end, e.content, e.row, e.column, e.end_row, e.end_column] for e in fix.edits]]
+
+
+def _fix_from(data: list[Any] | None) -> TextFix | None:
+    if data is None:
+        return None
+    applicability, message, edits = data
+    return TextFix(Applicability(applicability), str(message),
+                   tuple(TextEdit(int(start), int(end), str(content), int(row), int(col), int(end_row), int(end_col))
+                         for start, end, content, row, col, end_row, end_col in edits))
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

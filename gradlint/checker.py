@@ -17,9 +17,13 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from gradlint.diagnostics import Diagnostic, FileError, FileWarning
+from gradlint.fixes.edits import Lines, to_text
 from gradlint.model import build_model
 from gradlint.prefilter import may_have_training_loop
+from gradlint.relevance import MIN_BYTES as RELEVANCE_MIN_BYTES
+from gradlint.relevance import relevant_source
 from gradlint.rules import Finding, Rule
+from gradlint.suppression import may_warn
 from gradlint.suppression import scan as scan_suppressions
 
 if TYPE_CHECKING:
@@ -28,9 +32,16 @@ if TYPE_CHECKING:
 
 MAX_BYTES = 10 * 1024 * 1024
 # A file the prefilter skips is never parsed, but a suppression in it that names a GA code (or the
-# file-level form) is still read, so that a typo in it is reported. Cheap: one regex over the text.
-_MAY_NAME_OUR_CODES = re.compile(r"noqa[^\n]*GA[0-9]|gradlint\s*:\s*noqa", re.IGNORECASE)
+# file-level form) is still read, so that a typo in it is reported. Cheap: a regex over the lowered
+# text of files that mention noqa at all (an IGNORECASE search has no literal to skip ahead with).
+_MAY_NAME_OUR_CODES = re.compile(r"noqa[^\n]*ga[0-9]|gradlint\s*:\s*noqa")
 ISSUE_TRACKER = "https://github.com/gradlint/gradlint/issues"
+TOO_DEEP = "too deeply nested to check (maximum recursion depth exceeded while parsing)"
+
+
+def _may_name_our_codes(source: str) -> bool:
+    lowered = source.lower()
+    return "noqa" in lowered and _MAY_NAME_OUR_CODES.search(lowered) is not None
 
 
 @dataclass
@@ -41,6 +52,7 @@ class FileResult:
     warnings: list[FileWarning] = field(default_factory=list)
     source: str | None = None  # kept only for files with diagnostics, for source excerpts
     notebook: Notebook | None = None
+    stdin: bool = False  # read from `-` (`--fix` then prints the fixed source)
 
 
 def decode(data: bytes, filename: str) -> tuple[str | None, FileError | None]:
@@ -93,26 +105,27 @@ def read(path: str, explicit: bool = True) -> tuple[str | None, FileError | None
 
 def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: bool = False,
                  prefilter: bool = False) -> FileResult:
-    """`prefilter`: skip (without parsing) a file that cannot hold a training loop. Off for files
-    named on the command line, so that a broken `train.py` is always reported."""
+    """`prefilter`: skip (without parsing) a file that cannot hold a training loop, and parse only
+    the definitions the model can reach (`relevance.py`). Off for files named on the command line,
+    so that a broken `train.py` is always reported in full."""
     result = FileResult(filename)
     if prefilter and not may_have_training_loop(source):
-        if _MAY_NAME_OUR_CODES.search(source):
+        if _may_name_our_codes(source):
             _suppress(result, source)
         return result
-    too_deep = _too_deep_for_python(source, filename)
-    if too_deep is not None:
-        result.error = too_deep
+    # Bigger files get the stdlib `ast` pass in relevant_source, which refuses too deep code itself.
+    if not (prefilter and len(source) >= RELEVANCE_MIN_BYTES) and _too_deep_for_python(source, filename):
+        result.error = FileError(filename, TOO_DEEP)
         return result
     try:
-        module = cst.parse_module(source)
+        module = cst.parse_module(relevant_source(source) if prefilter else source)
     except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
         # LibCST's tokenizer admits some characters its node validation then rejects (a Name that
         # is not `str.isidentifier()`): that is invalid source too, not an internal error.
         result.error = _syntax_error(source, filename, exc)
         return result
-    except RecursionError:
-        result.error = FileError(filename, "too deeply nested to parse")
+    except (RecursionError, MemoryError):
+        result.error = FileError(filename, TOO_DEEP)
         return result
     try:
         model = build_model(module)
@@ -124,7 +137,7 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
                 if key not in seen:
                     seen.add(key)
                     findings.append(finding)
-        result.diagnostics = _locate(module, findings, filename)
+        result.diagnostics = _locate(module, findings, filename, source)
         _suppress(result, source)
     except RecursionError:
         result.error = FileError(filename, "too deeply nested to analyse")
@@ -142,7 +155,7 @@ def internal_error(filename: str, exc: BaseException) -> FileError:
     )
 
 
-def _too_deep_for_python(source: str, filename: str) -> FileError | None:
+def _too_deep_for_python(source: str, filename: str) -> bool:
     """LibCST's native parser crashes the process (SIGSEGV) on nesting a few thousand levels deep (a
     10,000-term `a + a + ...`), and slows down quadratically before that. CPython refuses such code
     (RecursionError: it cannot be run either), so ask CPython first. Its syntax errors do not decide
@@ -150,15 +163,16 @@ def _too_deep_for_python(source: str, filename: str) -> FileError | None:
     try:
         compile(source, filename, "exec", dont_inherit=True, flags=ast.PyCF_ONLY_AST)
     except (RecursionError, MemoryError):
-        return FileError(filename, "too deeply nested to check: Python itself cannot compile it "
-                                   "(maximum recursion depth exceeded)")
+        return True
     except (SyntaxError, ValueError):
         pass
-    return None
+    return False
 
 
 def _suppress(result: FileResult, source: str) -> None:
     """Drop what `# noqa` comments suppress; warn about suppressions naming unknown codes."""
+    if not result.diagnostics and not may_warn(source):
+        return  # nothing to drop and nothing to warn about: skip tokenizing
     suppressions = scan_suppressions(source)
     result.diagnostics = [d for d in result.diagnostics if not suppressions.suppresses(d)]
     result.warnings.extend(FileWarning(result.filename, w.message, w.row) for w in suppressions.warnings)
@@ -191,16 +205,19 @@ def cst_version() -> str:
         return "?"
 
 
-def _locate(module: cst.Module, findings: list[Finding], filename: str) -> list[Diagnostic]:
+def _locate(module: cst.Module, findings: list[Finding], filename: str, source: str) -> list[Diagnostic]:
     if not findings:
         return []
     # Positions only for files with findings: the metadata pass costs more than the parse.
     positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    lines = Lines(source)
     out = []
     for f in findings:
         where = positions[f.node]
+        fix = (to_text(f.fix, positions, source, module.default_indent, module.default_newline, lines)
+               if f.fix is not None else None)
         out.append(Diagnostic(filename, where.start.line, where.start.column + 1, f.code, f.message,
-                              where.end.line, where.end.column + 1))
+                              where.end.line, where.end.column + 1, fix=fix))
     return sorted(out)
 
 
@@ -222,6 +239,19 @@ def _check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool,
         warnings = [FileWarning(path, "empty file, nothing to check")] if explicit else []
         return FileResult(path, warnings=warnings)
     return _check_cached(source, path, rules, verbose, not explicit, cache)
+
+
+def screen_path(path: str, rules: Sequence[Rule]) -> FileResult | None:
+    """The result of a discovered `.py` file when the text test settles it without parsing (as
+    `check_path` would give it); None when the file needs the full check."""
+    source, error = read(path, explicit=False)
+    if error is not None or source is None:
+        return FileResult(path, error=error)
+    if not source.strip():
+        return FileResult(path)
+    if may_have_training_loop(source):
+        return None
+    return check_source(source, path, rules, prefilter=True)
 
 
 def _check_cached(source: str, filename: str, rules: Sequence[Rule], verbose: bool, prefilter: bool,

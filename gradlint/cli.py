@@ -62,6 +62,9 @@ def main() -> None:
 @click.option("--show-settings", is_flag=True, help="Print the settings that apply to the first path, and exit.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when problems are found (errors still exit 2).")
 @click.option("--stdin-filename", metavar="PATH", help="The name to report for source read from `-`.")
+@click.option("--fix", is_flag=True, help="Apply safe fixes in place (with `-`: print the fixed source).")
+@click.option("--unsafe-fixes", is_flag=True, help="Apply unsafe fixes too (review them), and mark them fixable.")
+@click.option("--diff", is_flag=True, help="Print the fixes as a unified diff and change no file.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors and skipped files.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Files checked in parallel [default: the number of cores].")
@@ -72,7 +75,8 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
           select: tuple[str, ...], ignore: tuple[str, ...], extend_select: tuple[str, ...],
           per_file_ignores: tuple[str, ...], exclude: tuple[str, ...], extend_exclude: tuple[str, ...],
           force_exclude: bool, config_path: str | None, isolated: bool, show_settings: bool, exit_zero: bool,
-          stdin_filename: str | None, verbose: bool, jobs: int | None, no_cache: bool, cache_dir: str | None) -> None:
+          stdin_filename: str | None, fix: bool, unsafe_fixes: bool, diff: bool, verbose: bool,
+          jobs: int | None, no_cache: bool, cache_dir: str | None) -> None:
     """Check training scripts, notebooks and directories (default: the current directory).
 
     Settings come from `[tool.gradlint]` in the nearest pyproject.toml (or gradlint.toml) above
@@ -95,7 +99,9 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
             first = stdin_filename if targets[0] == "-" and stdin_filename else targets[0]
             click.echo(resolver.describe(Path(first)), nl=False)
             sys.exit(EXIT_CLEAN)
-        cache = None if no_cache or disabled_by_env() else Cache(resolve_dir(cache_dir, _project_root(resolver)))
+        # Fixing works from a fresh analysis: the cache stays out of its way.
+        use_cache = not (no_cache or fix or diff or disabled_by_env())
+        cache = Cache(resolve_dir(cache_dir, _project_root(resolver))) if use_cache else None
         results = _check_all(targets, resolver, force_exclude, stdin_filename, verbose, jobs, cache)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -103,6 +109,11 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         sys.exit(130)  # 128 + SIGINT, as shells report it
+    outcome = None
+    if fix or diff:
+        from gradlint.fixing import fix_results
+
+        outcome = fix_results(results, lambda name: resolver.rules_for(Path(name)), unsafe_fixes, write=not diff)
 
     diagnostics = sorted((d for r in results for d in r.diagnostics),
                          key=lambda d: (d.filename, d.cell or 0, d.row, d.column, d.code, d.message))
@@ -119,8 +130,20 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
              and sys.stdout.isatty())
     report = Report(diagnostics, files_checked=len(results), color=color,
                     sources={r.filename: r.source for r in results if r.source is not None},
-                    notebooks={r.filename: r.notebook for r in results if r.notebook is not None})
+                    notebooks={r.filename: r.notebook for r in results if r.notebook is not None},
+                    unsafe_fixes=unsafe_fixes, fixed=outcome.fixed if outcome is not None and not diff else None)
     rendered = render_statistics(output_format, report) if statistics else render(output_format, report)
+    if diff and outcome is not None:
+        # As ruff: the diff on standard output, a count on standard error.
+        click.echo(outcome.diff, nl=False)
+        remaining = f" ({len(diagnostics)} remaining)" if diagnostics else ""
+        click.echo(f"Would fix {outcome.fixed} {'problem' if outcome.fixed == 1 else 'problems'}{remaining}.", err=True)
+        if errors:
+            sys.exit(EXIT_ERROR)
+        sys.exit(EXIT_FINDINGS if (outcome.diff or diagnostics) and not exit_zero else EXIT_CLEAN)
+    source_out = outcome is not None and outcome.stdin_text is not None
+    if source_out:  # `--fix -`: the fixed source on standard output, the report on standard error
+        click.echo(outcome.stdin_text, nl=False)  # type: ignore[union-attr]
     if output_file is not None:
         try:
             Path(output_file).parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +152,7 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
             click.echo(f"error: cannot write {output_file}: {exc.strerror or exc}", err=True)
             sys.exit(EXIT_ERROR)
     else:
-        click.echo(rendered, nl=False, color=color)
+        click.echo(rendered, nl=False, color=color, err=source_out)
 
     if errors:
         sys.exit(EXIT_ERROR)
@@ -174,7 +197,9 @@ def _check_all(targets: list[str], resolver: Resolver, force_exclude: bool, stdi
         elif name.endswith(".ipynb"):
             results.append(check_notebook(source, name, True, rules, verbose))
         else:
-            results.append(check_source(source, name, rules, verbose))
+            result = check_source(source, name, rules, verbose)
+            result.stdin, result.source = True, source
+            results.append(result)
     return results
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gradlint.fixes.edits import TextFix
 
 
 @dataclass(frozen=True, order=True)
@@ -16,6 +19,7 @@ class Diagnostic:
     end_row: int
     end_column: int
     cell: int | None = None  # 1-based cell of a notebook; rows and columns are then within the cell
+    fix: TextFix | None = field(default=None, compare=False)
 
     def location(self) -> str:
         """`path:row:col`, or `path:cell N:row:col` in a notebook (as ruff writes it)."""
@@ -31,7 +35,7 @@ class Diagnostic:
             "location": {"row": self.row, "column": self.column},
             "end_location": {"row": self.end_row, "column": self.end_column},
             "url": None,
-            "fix": None,
+            "fix": self.fix.to_json() if self.fix is not None else None,
             "noqa_row": self.row,
             "cell": self.cell,
         }

@@ -36,6 +36,7 @@ _NOQA = re.compile(r"#\s*noqa(?![\w-])(?P<colon>\s*:\s*(?P<codes>[A-Za-z]+[0-9]+
 _FILE_NOQA = re.compile(r"#\s*gradlint\s*:\s*noqa(?![\w-])(?P<colon>\s*:\s*(?P<codes>[A-Za-z]+[0-9]+"
                         r"(?:[\s,]+[A-Za-z]+[0-9]+)*)?)?", re.IGNORECASE)
 _SPLIT = re.compile(r"[\s,]+")
+_LINES = re.compile(r"\r\n|\r|\n")  # the line ends tokenize knows
 _OURS = re.compile(r"GA[0-9]+")
 ALL = None  # a suppression that names no codes covers every code
 
@@ -84,6 +85,27 @@ def scan(source: str) -> Suppressions:
     _scan_comments(found, ((tok.start[0], tok.string) for tok in tokens if tok.type == tokenize.COMMENT))
     _record_statements(found, tokens)
     return found
+
+
+def may_warn(source: str) -> bool:
+    """Whether `scan(source)` could warn, without tokenizing: a file with no findings needs its
+    suppressions only for their warnings, and torch alone has thousands of `# noqa: E501`.
+
+    Every real comment is the tail of its line from its `#`, and no match of either pattern holds a
+    second `#`, so matching each line whole finds every directive the comments hold (and perhaps
+    some inside strings): this can say yes where `scan` has nothing to say, never the reverse."""
+    if "noqa" not in source.lower():
+        return False
+    scratch = Suppressions()
+    for line in _LINES.split(source):
+        if "noqa" not in line.lower():
+            continue
+        for pattern, form in ((_FILE_NOQA, "gradlint: noqa"), (_NOQA, "noqa")):
+            for match in pattern.finditer(line):
+                _codes(scratch, 0, match, form)
+        if scratch.warnings:
+            return True
+    return False
 
 
 def _scan_comments(found: Suppressions, comments: Iterable[tuple[int, str]]) -> None:

@@ -59,8 +59,8 @@ def test_findings_exit_1_with_text_lines_and_summary(buggy: Path) -> None:
     code, out, _ = run(str(buggy))
     assert code == 1
     lines = out.splitlines()
-    assert lines[0].startswith(f"{buggy}:5:9: GA001 `optimizer.zero_grad()` runs on every micro-batch")
-    assert lines[-1] == "Found 1 problem in 1 file."
+    assert lines[0].startswith(f"{buggy}:5:9: GA001 [*] `optimizer.zero_grad()` runs on every micro-batch")
+    assert lines[-2:] == ["Found 1 problem in 1 file.", "[*] 1 fixable with the `--fix` option."]
 
 
 def test_check_subcommand_is_the_same_as_shorthand(buggy: Path) -> None:
@@ -87,7 +87,15 @@ def test_json_has_ruff_fields(buggy: Path) -> None:
     assert item["filename"] == str(buggy)
     assert item["location"] == {"row": 5, "column": 9}
     assert item["end_location"] == {"row": 5, "column": 30}
-    assert item["url"] is None and item["fix"] is None
+    assert item["url"] is None
+    # ruff's fix object: applicability, message, edits with 1-based locations
+    assert item["fix"]["applicability"] == "safe"
+    assert item["fix"]["message"] == "Move `optimizer.zero_grad()` after the step"
+    assert item["fix"]["edits"] == [
+        {"content": "", "location": {"row": 5, "column": 1}, "end_location": {"row": 6, "column": 1}},
+        {"content": "            optimizer.zero_grad()\n", "location": {"row": 10, "column": 1},
+         "end_location": {"row": 10, "column": 1}},
+    ]
     assert "accumulated gradient is wiped" in item["message"]
 
 

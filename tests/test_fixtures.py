@@ -18,7 +18,8 @@ from gradlint.rules import ALL_RULES
 from .conftest import FIXTURES, UPDATE_SNAPSHOTS
 
 MARKER = re.compile(r"#\s*expect:\s*([A-Z]{2}\d{3}(?:\s*,\s*[A-Z]{2}\d{3})*)")
-SCRIPTS = sorted(p for p in FIXTURES.rglob("*.py") if "probe" not in p.parts)
+# fixtures/fixes/ holds `.in.py` / `.out.py` pairs for --fix (tests/test_fixes.py), without markers.
+SCRIPTS = sorted(p for p in FIXTURES.rglob("*.py") if "probe" not in p.parts and "fixes" not in p.parts)
 RULES = [rule() for rule in ALL_RULES]
 
 

@@ -59,16 +59,16 @@ def test_text_has_excerpt_and_caret(files: list[str]) -> None:
     assert block[2] == "5 |         optimizer.zero_grad()"
     assert block[3] == "  |         " + "^" * 21 + " GA001"  # under columns 9..29, the call's span
     assert "\x1b[" not in out  # not a terminal: no colour
-    assert out.endswith("Found 2 problems in 1 file.\n")
+    assert out.endswith("Found 2 problems in 1 file.\n[*] 2 fixable with the `--fix` option.\n")
 
 
 def test_concise_is_one_line_each(files: list[str]) -> None:
     code, out, _ = run("--output-format", "concise", *files)
     assert code == 1
     lines = out.splitlines()
-    assert len(lines) == 5
-    assert all(re.fullmatch(r".+:\d+:\d+: GA00\d .+", line) for line in lines[:4])
-    assert lines[-1] == "Found 4 problems in 2 files."
+    assert len(lines) == 6
+    assert all(re.fullmatch(r".+:\d+:\d+: GA00\d (\[\*\] )?.+", line) for line in lines[:4])
+    assert lines[-2:] == ["Found 4 problems in 2 files.", "[*] 4 fixable with the `--fix` option."]
 
 
 def _run_in_terminal(args: list[str], env: dict[str, str]) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from gradlint import parallel
@@ -19,6 +22,28 @@ def test_pool_matches_serial(monkeypatch: pytest.MonkeyPatch) -> None:
     pooled = parallel.check_paths(items, rules, False, jobs=2)
     assert [r.filename for r in pooled] == [path for path, _ in items]
     assert [r.diagnostics for r in pooled] == [r.diagnostics for r in serial]
+    assert sum(len(r.diagnostics) for r in serial) > 20
+
+
+def test_screened_files_match_serial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files the text test settles in the pool's batches (errors, warnings, nothing) give what the
+    serial path gives, and the parsed ones keep their place in the order."""
+    shutil.copytree(FIXTURES, tmp_path / "fixtures")
+    (tmp_path / "empty.py").write_text("", encoding="utf-8")
+    (tmp_path / "latin1.py").write_bytes(b"x = '\xe9'\n")
+    (tmp_path / "typo.py").write_text("import os  # noqa: GA999\n", encoding="utf-8")
+    for i in range(30):
+        (tmp_path / f"plain_{i}.py").write_text(f"def f{i}(x):\n    return x + {i}\n", encoding="utf-8")
+    items = list(discover([str(tmp_path)]))
+    rules = [rule() for rule in ALL_RULES]
+    serial = parallel.check_paths(items, rules, False, jobs=1)
+    monkeypatch.setattr(parallel, "MIN_FILES_FOR_POOL", 1)
+    monkeypatch.setattr(parallel, "_SCREEN_BATCH", 7)
+    pooled = parallel.check_paths(items, rules, False, jobs=2)
+    assert [r.filename for r in pooled] == [path for path, _ in items]
+    for got, want in zip(pooled, serial, strict=True):
+        assert (got.diagnostics, got.error, got.warnings) == (want.diagnostics, want.error, want.warnings)
+    assert any(r.error for r in serial) and any(r.warnings for r in serial)
     assert sum(len(r.diagnostics) for r in serial) > 20
 
 

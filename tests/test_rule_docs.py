@@ -10,6 +10,7 @@ import pytest
 
 from gradlint.checker import check_source
 from gradlint.docs import render_rule_page
+from gradlint.fixing import fix_source
 from gradlint.rules import ALL_RULES, Rule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +24,7 @@ def _blocks(rule: type[Rule]) -> dict[str, str]:
 @pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.code)
 def test_docstring_sections(rule: type[Rule]) -> None:
     doc = rule.documentation()
-    for section in ("## What it does", "## Why is this bad?", "## Example", "## Use instead"):
+    for section in ("## What it does", "## Why is this bad?", "## Example", "## Use instead", "## Fix"):
         assert section in doc, f"{rule.code} lacks {section}"
     assert rule.summary()
 
@@ -35,6 +36,15 @@ def test_example_is_flagged_and_fix_is_clean(rule: type[Rule]) -> None:
     good = check_source(blocks["Use instead"], "use_instead.py", [rule()])
     assert [d.code for d in bad.diagnostics] == [rule.code]
     assert good.diagnostics == []
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.code)
+def test_fix_turns_the_example_into_use_instead(rule: type[Rule]) -> None:
+    """The documented fix is the one `--fix` makes: the Example, fixed, is the Use instead block."""
+    blocks = _blocks(rule)
+    done = fix_source(blocks["Example"], "example.py", [rule()], unsafe=False)
+    assert done.fixed == 1
+    assert done.source == blocks["Use instead"]
 
 
 @pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.code)

@@ -26,6 +26,8 @@ class Report:
     color: bool = False
     sources: dict[str, str] = field(default_factory=dict)  # .py files with diagnostics
     notebooks: dict[str, Notebook] = field(default_factory=dict)
+    unsafe_fixes: bool = False  # unsafe fixes count as fixable (--unsafe-fixes)
+    fixed: int | None = None  # with --fix: how many findings were fixed
     _lines: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def line(self, diagnostic: Diagnostic, row: int | None = None) -> str | None:
@@ -41,6 +43,10 @@ class Report:
             self._lines[diagnostic.filename] = source.splitlines()
         lines = self._lines[diagnostic.filename]
         return lines[row - 1] if 1 <= row <= len(lines) else None
+
+    def fixable(self, diagnostic: Diagnostic) -> bool:
+        fix = diagnostic.fix
+        return fix is not None and (self.unsafe_fixes or fix.applicability.value == "safe")
 
     def files_with_findings(self) -> int:
         return len({d.filename for d in self.diagnostics})

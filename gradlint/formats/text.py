@@ -13,15 +13,33 @@ def _paint(report: Report, code: str, text: str) -> str:
 
 
 def _header(report: Report, d: Diagnostic) -> str:
-    return f"{_paint(report, _BOLD, d.location())}: {_paint(report, _BOLD + _RED, d.code)} {d.message}"
+    marker = " [*]" if report.fixable(d) else ""  # ruff's mark: `--fix` would fix this one
+    return f"{_paint(report, _BOLD, d.location())}: {_paint(report, _BOLD + _RED, d.code)}{marker} {d.message}"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _summary(report: Report) -> str:
     count = len(report.diagnostics)
-    if not count:
+    fixed = report.fixed or 0
+    if not count and not fixed:
         return "All checks passed."
-    files = report.files_with_findings()
-    return f"Found {count} {'problem' if count == 1 else 'problems'} in {files} {'file' if files == 1 else 'files'}."
+    if fixed:
+        line = f"Found {_plural(count + fixed, 'problem')} ({fixed} fixed, {count} remaining)."
+    else:
+        line = f"Found {_plural(count, 'problem')} in {_plural(report.files_with_findings(), 'file')}."
+    # As ruff: what --fix would do now, and the unsafe fixes it would not.
+    fixable = sum(1 for d in report.diagnostics if report.fixable(d))
+    hidden = sum(1 for d in report.diagnostics if d.fix is not None and not report.fixable(d))
+    fixes = f"{hidden} hidden {'fix' if hidden == 1 else 'fixes'}"
+    hint = f" ({fixes} can be enabled with the `--unsafe-fixes` option)" if hidden else ""
+    if fixable:
+        line += f"\n[*] {fixable} fixable with the `--fix` option{hint}."
+    elif hidden:
+        line += f"\nNo fixes available{hint}."
+    return line
 
 
 def render_concise(report: Report) -> str:

@@ -13,6 +13,7 @@ from enum import Enum
 
 import libcst as cst
 
+from gradlint.model import traversal
 from gradlint.model.syntax import callee, dotted, keyword, last_part, string
 
 
@@ -105,6 +106,18 @@ def _constructor_role(name: str) -> Role | None:
     return None
 
 
+def records_fact(name: str, summed: bool) -> bool:
+    """Whether an assignment from a call to `name` (with `reduction="sum"` when `summed`) is one
+    `_FactsCollector._record` keeps. The structural stage (gradlint/relevance.py) keeps every
+    definition holding one, so the two must agree: both go through here."""
+    last = last_part(name)
+    return (
+        last in ("Accelerator", "initialize")
+        or summed
+        or _constructor_role(name) is not None
+    )
+
+
 class _FactsCollector(cst.CSTVisitor):
     def __init__(self) -> None:
         self.facts = ModuleFacts()
@@ -175,6 +188,8 @@ class _FactsCollector(cst.CSTVisitor):
 
     def _record(self, call: cst.Call, names: list[str]) -> None:
         name = callee(call) or ""
+        if not records_fact(name, string(keyword(call, "reduction")) == "sum"):
+            return
         last = last_part(name)
         facts = self.facts
         if last == "Accelerator":
@@ -200,5 +215,5 @@ class _FactsCollector(cst.CSTVisitor):
 
 def collect_facts(module: cst.Module) -> ModuleFacts:
     collector = _FactsCollector()
-    module.visit(collector)
+    traversal.visit(module, collector)
     return collector.facts

@@ -8,6 +8,7 @@ from enum import IntEnum
 
 import libcst as cst
 
+from gradlint.model import traversal
 from gradlint.model.facts import ModuleFacts
 from gradlint.model.scopes import ScopeCache
 from gradlint.model.syntax import (
@@ -219,7 +220,7 @@ def _mentions(node: cst.CSTNode, names: set[str]) -> bool:
             nonlocal found
             found = found or name.value in names
 
-    node.visit(_Names())
+    traversal.visit(node, _Names())
     return found
 
 

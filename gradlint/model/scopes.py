@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from gradlint.model import traversal
 from gradlint.model.syntax import dotted
 
 
@@ -133,7 +134,7 @@ def build_scope(node: cst.FunctionDef | cst.Module) -> Scope:
         params = node.params
         for p in [*params.posonly_params, *params.params, *params.kwonly_params]:
             scope.params.append(p.name.value)
-    node.visit(_ScopeCollector(scope, node))
+    traversal.visit(node, _ScopeCollector(scope, node))
     return scope
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import libcst as cst
 
+from gradlint.model import traversal
 from gradlint.model.events import EventSpec, Framework, Kind, classify_call
 from gradlint.model.facts import ModuleFacts
 from gradlint.model.gates import Periodicity, Resolver, periodicity
@@ -137,7 +138,7 @@ def _calls_in(node: cst.CSTNode | None) -> list[cst.Call]:
     if node is None:
         return []
     collector = _Calls()
-    node.visit(collector)
+    traversal.visit(node, collector)
     return collector.calls
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import libcst as cst
 
+from gradlint.fixes.edits import Fix
 from gradlint.model import Event, Kind, ModuleModel, TrainingLoop
 from gradlint.model.syntax import code
 
@@ -18,6 +19,7 @@ class Finding:
     code: str
     node: cst.CSTNode
     message: str
+    fix: Fix | None = field(default=None, compare=False)  # in node edits; see gradlint/fixes/
 
 
 class Rule:

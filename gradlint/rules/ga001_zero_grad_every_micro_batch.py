@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gradlint.fixes import ga001
 from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Role, When
 from gradlint.model.syntax import code
 from gradlint.rules.base import Finding, Rule, show, step_of, via
@@ -44,6 +45,17 @@ class ZeroGradEveryMicroBatch(Rule):
             optimizer.step()
             optimizer.zero_grad()
     ```
+
+    ## Fix
+    Safe: the `zero_grad()` that runs on every micro-batch is removed (with the `else:` it was alone
+    in), and, unless another `zero_grad()` already runs once per window, the same call (arguments and
+    comments kept) is put right after the step, after a `scaler.update()` or `scheduler.step()` that
+    follows it. Unsafe when the `zero_grad()` is in a helper function (its other callers may rely on
+    it; the call is then written with the argument the loop passes), or when the step runs under a
+    further condition (`if not overflow:`), which would skip the clear too. Under Accelerate,
+    `model.zero_grad()` becomes `optimizer.zero_grad()`: unsafe, since the optimizer may not hold every
+    parameter. No fix when the step is ambiguous (several optimizers) or done by a call that steps
+    under a flag, when the clearing is `p.grad = None` in a loop, or when the call shares its line.
     """
 
     code = "GA001"
@@ -64,7 +76,8 @@ class ZeroGradEveryMicroBatch(Rule):
                     receiver = event.spec.receiver
                     if stepped_every and receiver not in loop.accumulating_optimizers:
                         continue  # GAN-style: another optimizer steps every iteration
-                    yield Finding(self.code, event.node, self._message(loop, event, when))
+                    yield Finding(self.code, event.node, self._message(loop, event, when),
+                                  ga001.fix(model, loop, event))
             elif loop.kind is LoopKind.ACCELERATE:
                 for event in loop.of_kind(Kind.ZERO_GRAD):
                     if loop.when(event) not in (When.EVERY, When.REST):
@@ -78,6 +91,7 @@ class ZeroGradEveryMicroBatch(Rule):
                         "micro-batch: Accelerate only skips the prepared optimizer's `zero_grad()` "
                         "mid-window, so the accumulated gradient is wiped; call "
                         "`optimizer.zero_grad()` instead",
+                        ga001.fix(model, loop, event),
                     )
 
     def _message(self, loop, event, when: When) -> str:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gradlint.fixes import ga002
 from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling
 from gradlint.model.syntax import code
 from gradlint.rules.base import Finding, Rule, show, step_of, via
@@ -45,6 +46,13 @@ class LossNotScaled(Rule):
             optimizer.step()
             optimizer.zero_grad()
     ```
+
+    ## Fix
+    Safe: what reaches backward is divided by K, as the gate writes it; the loss you log is
+    unchanged: `loss.backward()` -> `(loss / K).backward()`, `scaler.scale(loss)` ->
+    `scaler.scale(loss / K)`, `accelerator.backward(loss / K)`, `self.manual_backward(loss / K)`.
+    Unsafe when the backward is in a helper function (its other callers may not accumulate). No fix
+    when K cannot be read where the backward is (a local variable of another function).
     """
 
     code = "GA002"
@@ -78,4 +86,5 @@ class LossNotScaled(Rule):
                     f"{step_of(loop)} runs only every {loop.k_phrase} micro-batches: the update is "
                     f"{loop.k_phrase} times the large-batch gradient; divide the loss by "
                     f"{loop.k_phrase}",
+                    ga002.fix(model, loop, event),
                 )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gradlint.fixes import ga003
 from gradlint.model import Kind, LoopKind, ModuleModel, When
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
@@ -38,6 +39,16 @@ class ClipBeforeAccumulationComplete(Rule):
             optimizer.step()
             optimizer.zero_grad()
     ```
+
+    ## Fix
+    Safe: the clip statement moves into the step's block, just before the step (so after an
+    `unscale_` there), with its comments; a clip under its own `if` (`if max_norm > 0:`) moves with
+    that `if`. `norm = clip_grad_norm_(...)` moves only when `norm` is read nowhere but after the step.
+    Unsafe for a clip in a helper called on every micro-batch (`self.train_step()`): it moves next to
+    the step when its names mean the same there, and the helper's other callers lose it. Under
+    Accelerate, the clip is wrapped in `if accelerator.sync_gradients:`. No fix for a clip that is
+    not directly in the loop's (or helper's) body, whose names are the helper's parameters, or when
+    the step is ambiguous.
     """
 
     code = "GA003"
@@ -56,6 +67,7 @@ class ClipBeforeAccumulationComplete(Rule):
                             f"{show(event)}{via(event)} runs on {where}, but {step_of(loop)} only "
                             f"every {loop.k_phrase} micro-batches: it clips a partial gradient; clip once, just "
                             "before the step",
+                            ga003.fix(model, loop, event),
                         )
             elif loop.kind is LoopKind.ACCELERATE:
                 for event in loop.of_kind(Kind.CLIP):
@@ -71,4 +83,5 @@ class ClipBeforeAccumulationComplete(Rule):
                         f"{show(event)}{via(event)} inside `accelerator.accumulate()` runs on every "
                         "micro-batch: it clips a partial gradient; put it under "
                         "`if accelerator.sync_gradients:`",
+                        ga003.fix(model, loop, event),
                     )

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import libcst as cst
 
+from gradlint.fixes import ga004
 from gradlint.model import Kind, LoopKind, ModuleModel, loop_counter, loop_iterable
 from gradlint.model.syntax import code, dotted, last_part, positional
 from gradlint.rules.base import Finding, Rule
@@ -43,6 +44,17 @@ class MissingRemainderStep(Rule):
             optimizer.step()
             optimizer.zero_grad()
     ```
+
+    ## Fix
+    Safe: a last-batch clause joins the periodic condition, where it is written (the `if`, or the
+    flag it tests): `or (i + 1) == len(loader)`, or `and (i + 1) != len(loader)` for an early exit
+    (`if (i + 1) % K != 0: continue`). Offered when the counter is the loop's own index
+    (`enumerate`, from 0 or 1, or `range(len(x))`) and the loader has a length, as the rule
+    assumes. Unsafe when the loop tests the same period elsewhere (`model.no_sync()` while
+    accumulating, `require_backward_grad_sync`, a second flag): review that condition too. With a
+    counter of its own (`seen += 1` before the gate), the step block is repeated after the loop
+    under `if seen % K != 0:` (unsafe: a guess at the counter's final value). No fix when the gate
+    tests anything else (`and not dry_run`).
     """
 
     code = "GA004"
@@ -71,6 +83,7 @@ class MissingRemainderStep(Rule):
                 f"no step after the loop: when `len({iterable})` is not a multiple of "
                 f"`{code(periodic.modulus)}`, the epoch's last micro-batches never reach a step "
                 "(their gradient leaks into the next window or is wiped)",
+                ga004.fix(model, loop),
             )
 
 

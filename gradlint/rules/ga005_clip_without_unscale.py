@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from gradlint.fixes import ga005
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, When
 from gradlint.model.syntax import code
 from gradlint.rules.base import Finding, Rule, show, via
@@ -48,6 +49,14 @@ class ClipWithoutUnscale(Rule):
         scaler.update()
         optimizer.zero_grad()
     ```
+
+    ## Fix
+    Safe: `scaler.unscale_(optimizer)` is inserted just before the clip (inside the clip's own `if`,
+    if any), or an `unscale_` found after the clip in the same block is moved before it. Only where
+    the clip runs once per step: `unscale_` twice before `scaler.update()` raises, so a clip on every
+    micro-batch is first moved by GA003's fix. Unsafe in a helper function. No fix when another
+    `unscale_` runs under another condition (it could then run twice), the clip runs in a loop of its
+    own (once per parameter group), or the scaler or optimizer is ambiguous.
     """
 
     code = "GA005"
@@ -73,6 +82,7 @@ class ClipWithoutUnscale(Rule):
                     f"{show(clip)}{via(clip)} clips gradients still multiplied by the loss scale of "
                     f"`{scaler}` ({reason}): the threshold is effectively divided by the scale; call "
                     f"`{scaler}.unscale_(optimizer)` before clipping",
+                    ga005.fix(model, loop, clip, scaler) if len(scalers) == 1 else None,
                 )
 
 

@@ -1,0 +1,198 @@
+"""The second, structural stage: blank out the definitions the model can never look at.
+
+The model walks only functions that run a backward (directly or through same-module helpers, by
+name) and inlines the helpers those functions call, by name. A top-level function or method that
+is neither, nor calls a constructor the module facts record (an optimizer, scheduler, scaler,
+`Accelerator`, `deepspeed.initialize`, a `reduction="sum"` criterion), nor imports deepspeed, can
+change no finding. In big library files (torch's `distributed_test.py` is 460 kB with a handful
+of training loops) such definitions are most of the file, and LibCST's parse and visits cost ten
+times the stdlib `ast` pass that finds them.
+
+Blanked lines are emptied in place (the first becomes `pass`, so a block is never left empty):
+every line number and column of what remains is unchanged, so findings land where they would in
+the full file. Stdlib `ast` decides; when it cannot parse the file, the file is kept whole and
+LibCST reports the error as before.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterable, Iterator
+
+from gradlint.model.facts import records_fact
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")  # Python's own line ends, not str.splitlines'
+_Def = ast.FunctionDef | ast.AsyncFunctionDef
+
+
+# Below this size the stdlib pass costs about what it saves (training scripts are mostly loop).
+MIN_BYTES = 16_000
+
+
+def relevant_source(source: str) -> str:
+    """`source` with the definitions no rule can depend on blanked; unchanged when unsure."""
+    if len(source) < MIN_BYTES:
+        return source
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return source
+    # RecursionError and MemoryError go up: CPython cannot build the tree, and LibCST would crash on
+    # it (checker.check_source reports the file as too deeply nested).
+    try:
+        blank = list(_irrelevant_units(tree))
+    except RecursionError:
+        return source
+    if not blank:
+        return source
+    lines = [m.group() for m in _LINE.finditer(source)]
+    for start, end in blank:
+        first = lines[start - 1]
+        indent = first[: len(first) - len(first.lstrip(" \t\f"))]
+        lines[start - 1] = indent + "pass" + _ending(first)
+        for row in range(start, end):
+            lines[row] = _ending(lines[row])
+    return "".join(lines)
+
+
+def _ending(line: str) -> str:
+    return line[len(line.rstrip("\r\n")) :]
+
+
+def _units(body: list[ast.stmt]) -> Iterator[_Def]:
+    """The definitions that can be blanked one by one: top-level functions and the methods of
+    classes (nested ones too). Anything under `if`/`try` stays (rare, and a block must not empty)."""
+    for node in body:
+        if isinstance(node, _Def):
+            yield node
+        elif isinstance(node, ast.ClassDef):
+            yield from _units(node.body)
+
+
+def _irrelevant_units(tree: ast.Module) -> Iterator[tuple[int, int]]:
+    owners = _Owners()
+    marked = owners.visit_module(tree)
+    needed = owners.reaching_backward()
+    # Everything a needed function calls by name may be inlined; close over those names.
+    names = set().union(*(owners.calls.get(o, set()) for o in needed)) if needed else set()
+    frontier = set(names)
+    while frontier:
+        grown: set[int] = set()
+        for name in frontier:
+            grown |= owners.defs.get(name, set())
+        grown -= needed
+        needed |= grown
+        new = set().union(*(owners.calls.get(o, set()) for o in grown)) - names if grown else set()
+        names |= new
+        frontier = new
+    for unit in _units(tree.body):
+        if owners.inner[id(unit)] & (needed | owners.with_facts):
+            continue
+        start = min([unit.lineno, *(d.lineno for d in unit.decorator_list)])
+        yield start, unit.end_lineno or unit.lineno
+    if 0 not in needed:
+        # Module-level code is walked only when it reaches a backward; otherwise only its facts
+        # and the definitions inside it count (torch's 27k-line tables of test cases do not).
+        for statement in tree.body:
+            if not isinstance(statement, _Def | ast.ClassDef) and id(statement) not in marked:
+                yield statement.lineno, statement.end_lineno or statement.lineno
+
+
+class _Owners:
+    """Per function (0: module level): does it call a backward, which names does it call, does it
+    record a module fact; and for each unit, the ids of the functions defined inside it."""
+
+    def __init__(self) -> None:
+        self.backward: set[int] = set()
+        self.calls: dict[int, set[str]] = {}
+        self.defs: dict[str, set[int]] = {}
+        self.with_facts: set[int] = set()
+        self.inner: dict[int, set[int]] = {}
+        self.marked = False  # the statement being visited defines something or records a fact
+
+    def reaching_backward(self) -> set[int]:
+        """The same fixpoint as `ModuleFacts.reaches_backward`, over stdlib nodes."""
+        reached = set(self.backward)
+        while True:
+            names = {n for n, ids in self.defs.items() if ids & reached}
+            grown = {o for o, called in self.calls.items() if called & names} - reached
+            if not grown:
+                return reached
+            reached |= grown
+
+    def visit_module(self, tree: ast.Module) -> set[int]:
+        """Visit every top-level statement; return the ids of those that define something or
+        record a fact (they must stay even when module-level code is not walked)."""
+        marked: set[int] = set()
+        for statement in tree.body:
+            self.marked = False
+            self.visit(statement)
+            if self.marked:
+                marked.add(id(statement))
+        return marked
+
+    def visit(self, root: ast.AST) -> None:
+        # An explicit stack, not `ast.NodeVisitor`: its per-node dispatch costs more than the parse.
+        owners: list[int] = [0]
+        open_defs: list[set[int]] = []
+        stack: list[tuple[ast.AST, bool]] = [(root, False)]
+        while stack:
+            node, leaving = stack.pop()
+            if leaving:  # the end of a function
+                self.inner[id(node)] = open_defs.pop()
+                owners.pop()
+                continue
+            kind = type(node)
+            if kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
+                key = id(node)
+                self.defs.setdefault(node.name, set()).add(key)  # type: ignore[attr-defined]
+                for group in open_defs:
+                    group.add(key)
+                owners.append(key)
+                open_defs.append({key})
+                self.marked = True
+                stack.append((node, True))
+            elif kind is ast.ClassDef:
+                self.marked = True
+            elif kind is ast.Call:
+                self._call(node, owners[-1])  # type: ignore[arg-type]
+            elif kind is ast.Assign or kind is ast.AnnAssign:
+                self._assignment(node.value, owners[-1])  # type: ignore[attr-defined]
+            elif kind is ast.Import or kind is ast.ImportFrom:
+                modules = [a.name for a in node.names] if kind is ast.Import else [node.module or ""]  # type: ignore[attr-defined]
+                if _imports_deepspeed(modules):
+                    self.with_facts.add(owners[-1])
+                    self.marked = True
+            stack.extend((child, False) for child in ast.iter_child_nodes(node))
+
+    def _call(self, node: ast.Call, owner: int) -> None:
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+        if "backward" in name or any(k.arg == "update_grad" for k in node.keywords):
+            self.backward.add(owner)
+        elif name:
+            self.calls.setdefault(owner, set()).add(name)
+
+    def _assignment(self, value: ast.expr | None, owner: int) -> None:
+        if isinstance(value, ast.Call):
+            reduction = next((k.value for k in value.keywords if k.arg == "reduction"), None)
+            summed = isinstance(reduction, ast.Constant) and reduction.value == "sum"
+            if records_fact(_dotted(value.func), summed):
+                self.with_facts.add(owner)
+                self.marked = True
+
+
+def _imports_deepspeed(modules: Iterable[str]) -> bool:
+    return any(m.split(".")[0] == "deepspeed" for m in modules)
+
+
+def _dotted(node: ast.expr) -> str:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return ""  # as `syntax.dotted`: only a Name/Attribute chain has a name

@@ -1,0 +1,125 @@
+"""The structural stage: what it blanks, what it keeps, and that it changes no finding."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from gradlint import relevance
+from gradlint.checker import check_source
+from gradlint.relevance import relevant_source
+from gradlint.rules import ALL_RULES
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = [rule() for rule in ALL_RULES]
+
+LIBRARY = '''\
+import torch
+
+TABLE = [dict(name="a", size=1), dict(name="b", size=2)]
+
+
+def unrelated(x):
+    return x * 2
+
+
+class Helpers:
+    @staticmethod
+    def also_unrelated(y):
+        return y + 1
+
+    def make_optimizer(self, model):
+        self.opt = torch.optim.AdamW(model.parameters())
+
+
+def zero_every_micro_batch(model, loader, optimizer, accum):
+    for i, (x, y) in enumerate(loader):
+        optimizer.zero_grad()
+        loss = model(x, y) / accum
+        loss.backward()
+        if (i + 1) % accum == 0:
+            clear_and_step(optimizer)
+
+
+def clear_and_step(optimizer):
+    optimizer.step()
+'''
+
+
+@pytest.fixture(autouse=True)
+def _any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage skips small files (not worth it); these tests are small on purpose."""
+    monkeypatch.setattr(relevance, "MIN_BYTES", 0)
+
+
+def test_small_files_are_left_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relevance, "MIN_BYTES", len(LIBRARY) + 1)
+    assert relevant_source(LIBRARY) is LIBRARY
+
+
+def _kept(source: str) -> list[str]:
+    return [line.strip() for line in relevant_source(source).splitlines() if line.strip() and line.strip() != "pass"]
+
+
+def test_blanks_what_no_walk_can_reach_and_keeps_line_numbers() -> None:
+    reduced = relevant_source(LIBRARY)
+    assert reduced.count("\n") == LIBRARY.count("\n")
+    ast.parse(reduced)  # still a valid program
+    kept = _kept(LIBRARY)
+    assert "def unrelated(x):" not in kept
+    assert "def also_unrelated(y):" not in kept
+    assert 'TABLE = [dict(name="a", size=1), dict(name="b", size=2)]' not in kept
+    # The training loop, the helper it calls by name, and a definition holding a module fact stay.
+    assert "def zero_every_micro_batch(model, loader, optimizer, accum):" in kept
+    assert "def clear_and_step(optimizer):" in kept
+    assert "self.opt = torch.optim.AdamW(model.parameters())" in kept
+    for row, (before, after) in enumerate(zip(LIBRARY.splitlines(), reduced.splitlines(), strict=True), 1):
+        if after.strip() not in ("", "pass"):
+            assert before == after, row
+
+
+def test_same_findings_as_the_whole_file() -> None:
+    full = check_source(LIBRARY, "lib.py", RULES, prefilter=False)
+    staged = check_source(LIBRARY, "lib.py", RULES, prefilter=True)
+    assert "GA001" in [d.code for d in full.diagnostics]  # found only through the kept helper
+    assert staged.diagnostics == full.diagnostics
+
+
+def test_module_level_loop_keeps_module_code() -> None:
+    source = "K = 4\nfor i, b in enumerate(data):\n    model(b).backward()\n"
+    source += "    if (i + 1) % K == 0:\n        opt.step()\n"
+    assert relevant_source(source) == source
+
+
+def test_nested_backward_keeps_its_enclosing_function() -> None:
+    source = "def outer():\n    def inner(loss):\n        loss.backward()\n    return inner\n\n\n"
+    source += "def other():\n    pass\n"
+    kept = _kept(source)
+    assert "def outer():" in kept and "loss.backward()" in kept
+    assert "def other():" not in kept
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+def test_line_endings_are_kept(ending: str) -> None:
+    source = ending.join(["def a():", "    return 1", "", "def b(loss):", "    loss.backward()", ""])
+    reduced = relevant_source(source)
+    assert reduced == ending.join(["pass", "", "", "def b(loss):", "    loss.backward()", ""])
+
+
+def test_decorators_and_class_bodies_never_left_empty() -> None:
+    source = "class A:\n    @property\n    def x(self):\n        return 1\n\n    def y(self):\n        return 2\n"
+    reduced = relevant_source(source)
+    ast.parse(reduced)
+    assert reduced.splitlines()[1:3] == ["    pass", ""]
+
+
+def test_unparsable_source_is_left_whole() -> None:
+    source = "def broken(:\n    loss.backward()\n"
+    assert relevant_source(source) is source
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "fixtures").rglob("*.py")), ids=lambda p: p.name)
+def test_every_fixture_parses_after_reduction(path: Path) -> None:
+    ast.parse(relevant_source(path.read_text(encoding="utf-8")))
