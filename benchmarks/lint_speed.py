@@ -40,7 +40,10 @@ def default_trees() -> list[Path]:
 
 
 def count_files(trees: Sequence[Path]) -> int:
-    return sum(1 for tree in trees for _ in tree.rglob("*.py"))
+    """What gradlint checks (and ruff too): `site-packages` under the stdlib tree and the like are skipped."""
+    from gradlint.files import discover
+
+    return sum(1 for path, _ in discover([str(t) for t in trees]) if path.endswith(".py"))
 
 
 def measure(command: list[str]) -> tuple[float, float, float, int]:
@@ -77,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cache_dir = Path(tempfile.mkdtemp(prefix="gradlint-bench-")) / "cache"
     commands = tools(trees, cache_dir)
     print(f"trees: {', '.join(map(str, trees))}")
-    print(f"files: {count_files(trees)} *.py; {os.cpu_count()} cores; {args.runs} runs each, alternating")
+    print(f"files: {count_files(trees)} *.py checked; {os.cpu_count()} cores; {args.runs} runs each, alternating")
     samples: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name in commands}
     for _ in range(args.runs):
         for name, command in commands.items():
