@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -128,6 +129,49 @@ class Cache:
             if not (self.directory / name).exists():
                 _write_atomically(self.directory / name, text.encode())
         self._prepared = True
+
+
+class CleanIndex:
+    """Discovered files known to give nothing (no finding, warning or error) under given rule codes,
+    by their stat: a warm run settles them with one `stat` instead of reading them, as ruff's cache
+    does. Content changes always move the ctime, so (size, mtime, ctime, inode) equal means the same
+    file; a file changed within the last two seconds is not recorded (its times may not have moved yet).
+    One JSON file per analyser, rewritten whole (atomically) only when a run learnt something."""
+
+    RACY_NS = 2_000_000_000
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self.path = cache.directory / __version__ / f"clean-{analyser_fingerprint()}.json"
+        self.started_ns = time.time_ns()
+        self.changed = False
+        try:
+            data = json.loads(self.path.read_bytes())
+            self.entries: dict[str, list[Any]] = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            self.entries = {}
+
+    @staticmethod
+    def _stamp(st: os.stat_result, codes: tuple[str, ...]) -> list[Any]:
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, ",".join(codes)]
+
+    def settles(self, path: str, st: os.stat_result, codes: tuple[str, ...]) -> bool:
+        return self.entries.get(os.path.abspath(path)) == self._stamp(st, codes)
+
+    def record(self, path: str, st: os.stat_result, codes: tuple[str, ...]) -> None:
+        if max(st.st_mtime_ns, st.st_ctime_ns) > self.started_ns - self.RACY_NS:
+            return
+        self.entries[os.path.abspath(path)] = self._stamp(st, codes)
+        self.changed = True
+
+    def save(self) -> None:
+        if not self.changed or not self.cache.writable:
+            return
+        try:
+            self.cache._prepare()
+            _write_atomically(self.path, json.dumps(self.entries, separators=(",", ":")).encode())
+        except OSError:
+            self.cache.writable = False
 
 
 def _fix_to(fix: TextFix | None) -> list[Any] | None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from gradlint.cache import Cache
+from gradlint.cache import Cache, CleanIndex
 from gradlint.checker import FileResult, check_path, internal_error, screen_path
 from gradlint.rules import RULES_BY_CODE, Rule
 
@@ -69,6 +69,38 @@ def check_paths(items: Sequence[tuple[str, bool]], rules: Sequence[Rule], verbos
     directory and file). `on_result` is called once per file checked (progress)."""
     advance = on_result or (lambda: None)
     per_file = rules_per_file if rules_per_file is not None else [rules] * len(items)
+    if cache is None:
+        return _check_all(items, per_file, verbose, jobs, cache, advance)
+    # Files the clean index settles are not read at all; the others are checked, and recorded when clean.
+    index = CleanIndex(cache)
+    codes = [tuple(rule.code for rule in file_rules) for file_rules in per_file]
+    settled: dict[int, FileResult] = {}
+    stats: dict[int, os.stat_result] = {}
+    for i, (path, explicit) in enumerate(items):
+        if explicit or not path.endswith(".py"):
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if index.settles(path, st, codes[i]):
+            settled[i] = FileResult(path)
+            advance()
+        else:
+            stats[i] = st
+    rest = [i for i in range(len(items)) if i not in settled]
+    checked = _check_all([items[i] for i in rest], [per_file[i] for i in rest], verbose, jobs, cache, advance)
+    results = dict(settled)
+    for i, result in zip(rest, checked, strict=True):
+        results[i] = result
+        if i in stats and result.error is None and not result.diagnostics and not result.warnings:
+            index.record(items[i][0], stats[i], codes[i])
+    index.save()
+    return [results[i] for i in range(len(items))]
+
+
+def _check_all(items: Sequence[tuple[str, bool]], per_file: Sequence[Sequence[Rule]], verbose: bool, jobs: int,
+               cache: Cache | None, advance: Callable[[], None]) -> list[FileResult]:
     if jobs > 1 and len(items) >= MIN_FILES_FOR_POOL:
         work = [(path, explicit, tuple(rule.code for rule in file_rules))
                 for (path, explicit), file_rules in zip(items, per_file, strict=True)]

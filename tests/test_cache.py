@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import gradlint.checker as checker
-from gradlint.cache import DEFAULT_DIR_NAME, Cache
+from gradlint.cache import DEFAULT_DIR_NAME, Cache, CleanIndex
 from gradlint.cli import main
 
 from .conftest import FIXTURES
@@ -243,3 +243,86 @@ def test_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     code, _, err = run("clean", "--cache-dir", str(precious))
     assert code == 2 and "does not look like a gradlint cache" in err
     assert (precious / "thesis.tex").exists()
+
+
+# -- the clean index: discovered files known to give nothing are not even read -----------------------
+
+CLEAN_LIBRARY = "def helper(x):\n    return x + 1\n"  # no training loop: the text test settles it
+
+
+def _old(path: Path) -> None:
+    """Times well outside the two seconds in which a file counts as possibly still changing."""
+    os.utime(path, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+
+
+@pytest.fixture
+def no_racy_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test's files were all written (ctime) just now: let the index record them anyway."""
+    monkeypatch.setattr(CleanIndex, "RACY_NS", 0)
+
+
+def _tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for n in range(5):
+        (tree / f"lib_{n}.py").write_text(CLEAN_LIBRARY.replace("1", str(n)))
+        _old(tree / f"lib_{n}.py")
+    (tree / "train.py").write_text(BUGGY)
+    _old(tree / "train.py")
+    return tree
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    real = checker.read
+
+    def counting(path: str, *args: object) -> object:
+        seen.append(Path(path).name)
+        return real(path, *args)
+
+    monkeypatch.setattr(checker, "read", counting)
+    return seen
+
+
+def test_clean_index_skips_unchanged_clean_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 no_racy_window: None) -> None:
+    tree = _tree(tmp_path)
+    args = ("--cache-dir", str(tmp_path / "c"), str(tree))
+    first = _report(*args)
+    reads = _reads(monkeypatch)
+    assert _report(*args) == first
+    assert reads == ["train.py"]  # the file with findings is read (and hits the content cache)
+    reads.clear()
+    assert _report("--select", "GA001", *args)[1] == [d for d in first[1] if d["code"] == "GA001"]
+    assert len(reads) == 6  # other codes: nothing is settled by the index
+
+
+def test_clean_index_notices_a_change_of_the_same_size_and_mtime(tmp_path: Path, no_racy_window: None) -> None:
+    tree = _tree(tmp_path)
+    args = ("--cache-dir", str(tmp_path / "c"), str(tree))
+    code, diagnostics, _ = _report(*args)
+    assert code == 1 and {d["filename"] for d in diagnostics} == {str(tree / "train.py")}
+    lib = tree / "lib_0.py"
+    shutil.copy(tree / "train.py", lib)  # now buggy, then given back its old times: the ctime still moves
+    _old(lib)
+    code, diagnostics, _ = _report(*args)
+    assert {d["filename"] for d in diagnostics} == {str(tree / "train.py"), str(lib)}
+
+
+def test_clean_index_does_not_record_files_changed_just_now(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = _tree(tmp_path)  # every file's ctime is now, whatever its mtime says
+    args = ("--cache-dir", str(tmp_path / "c"), str(tree))
+    _report(*args)
+    reads = _reads(monkeypatch)
+    _report(*args)
+    assert len(reads) == 6
+
+
+def test_damaged_clean_index_is_ignored(tmp_path: Path, no_racy_window: None) -> None:
+    tree = _tree(tmp_path)
+    args = ("--cache-dir", str(tmp_path / "c"), str(tree))
+    first = _report(*args)
+    (index,) = (tmp_path / "c" / checker_version()).glob("clean-*.json")
+    for damage in (b"", b"[1, 2]", b'{"x": 1}', b"\xff"):
+        index.write_bytes(damage)
+        assert _report(*args) == first
