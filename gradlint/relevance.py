@@ -20,7 +20,7 @@ import ast
 import re
 from collections.abc import Iterable, Iterator
 
-from gradlint.model.facts import records_fact
+from gradlint.model.facts import GRAD_CLEARING, WHOLE_FILE_ATTRIBUTES, records_fact
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")  # Python's own line ends, not str.splitlines'
 _Def = ast.FunctionDef | ast.AsyncFunctionDef
@@ -157,13 +157,16 @@ class _Owners:
                 self.marked = True
             elif kind is ast.Call:
                 self._call(node, owners[-1])  # type: ignore[arg-type]
+            elif (kind is ast.Attribute or kind is ast.Name) and _read_whole_file(node):  # type: ignore[arg-type]
+                self.with_facts.add(owners[-1])  # a gradient clear or a `prepare`: GA014/GA007 read it
+                self.marked = True
             elif kind is ast.Assign or kind is ast.AnnAssign:
                 self._assignment(node.value, owners[-1])  # type: ignore[attr-defined]
             elif kind is ast.Import or kind is ast.ImportFrom:
                 modules = [a.name for a in node.names] if kind is ast.Import else [node.module or ""]  # type: ignore[attr-defined]
                 if _imports_deepspeed(modules):
                     self.with_facts.add(owners[-1])
-                    self.marked = True
+                self.marked = True  # kept: GA014 reads where an optimizer class was imported from
             stack.extend((child, False) for child in ast.iter_child_nodes(node))
 
     def _call(self, node: ast.Call, owner: int) -> None:
@@ -181,6 +184,13 @@ class _Owners:
             if records_fact(_dotted(value.func), summed):
                 self.with_facts.add(owner)
                 self.marked = True
+
+
+def _read_whole_file(node: ast.Attribute | ast.Name) -> bool:
+    """A name that rules reading the whole file look for (`zero_grad`, `p.grad`, `prepare`)."""
+    if isinstance(node, ast.Name):
+        return bool(GRAD_CLEARING.fullmatch(node.id))
+    return node.attr in WHOLE_FILE_ATTRIBUTES or bool(GRAD_CLEARING.fullmatch(node.attr))
 
 
 def _imports_deepspeed(modules: Iterable[str]) -> bool:

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from gradlint.cli import main
+from gradlint.rules import ALL_RULES
 
 ROOT = Path(__file__).resolve().parent.parent
 SARIF_SCHEMA = Path(__file__).parent / "data" / "sarif-schema-2.1.0.json"
@@ -154,7 +155,7 @@ def test_sarif_is_valid_against_the_2_1_0_schema(files: list[str]) -> None:
 
     run_ = log["runs"][0]
     rules = run_["tool"]["driver"]["rules"]
-    assert [r["id"] for r in rules] == ["GA001", "GA002", "GA003", "GA004", "GA005"]
+    assert [r["id"] for r in rules] == [rule.code for rule in ALL_RULES if rule.default_enabled]
     for rule in rules:
         assert rule["shortDescription"]["text"] and rule["helpUri"].startswith("https://")
         assert "## Why is this bad?" in rule["help"]["markdown"]

@@ -123,3 +123,32 @@ def test_unparsable_source_is_left_whole() -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "fixtures").rglob("*.py")), ids=lambda p: p.name)
 def test_every_fixture_parses_after_reduction(path: Path) -> None:
     ast.parse(relevant_source(path.read_text(encoding="utf-8")))
+
+
+CLEARED_BY_CALLBACK = '''\
+import torch
+
+
+class StepEndCallback:
+    def on_step_end(self, optimizer):
+        optimizer.zero_grad()
+
+
+def train(model, loader, hooks):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x, y in loader:
+        model(x, y).backward()
+        optimizer.step()
+        for hook in hooks:
+            hook()
+'''
+
+
+def test_keeps_what_whole_file_rules_read() -> None:
+    """GA014 looks for a gradient clear anywhere in the file: a callback the stage would blank
+    (no backward, never called by name) must stay, or the rule would see no clear at all."""
+    assert "zero_grad" in relevant_source(CLEARED_BY_CALLBACK)
+    staged = check_source(CLEARED_BY_CALLBACK, "lib.py", RULES, prefilter=True)
+    assert staged.diagnostics == []
+    uncleared = CLEARED_BY_CALLBACK.replace("optimizer.zero_grad()", "print(optimizer)")
+    assert [d.code for d in check_source(uncleared, "lib.py", RULES, prefilter=True).diagnostics] == ["GA014"]

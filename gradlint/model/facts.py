@@ -49,6 +49,10 @@ class ModuleFacts:
     # ids of the functions (0: module-level code) that run a backward themselves or call a
     # same-module helper that does: only their walks can find a training loop.
     reaches_backward: set[int] = field(default_factory=set)
+    # name -> the constructor call that gave it its role (`scheduler = get_linear_schedule...(...)`)
+    constructors: dict[str, cst.Call] = field(default_factory=dict)
+    # names passed to or bound from `accelerator.prepare(...)` / `prepare_scheduler(...)`
+    prepared: set[str] = field(default_factory=set)
 
     def role(self, text: str | None) -> Role:
         if not text:
@@ -70,6 +74,13 @@ class ModuleFacts:
         if _OPT_NAME.fullmatch(name):
             return Role.OPTIMIZER
         return Role.OTHER
+
+    def constructor(self, text: str | None) -> cst.Call | None:
+        """The call that built `text` in this module (`torch.optim.AdamW(...)`), or None."""
+        for key in (text, last_part(text)):
+            if key and key in self.constructors:
+                return self.constructors[key]
+        return None
 
     def accelerator_divides(self, text: str | None) -> bool | None:
         """Whether `text.backward(loss)` divides by K: None when the Accelerator is not built here."""
@@ -97,13 +108,21 @@ def _constructor_role(name: str) -> Role | None:
     last = last_part(name)
     if last in ("GradScaler", "ShardedGradScaler") or last.endswith("Scaler"):
         return Role.SCALER
-    if last in _OPTIMIZER_CLASSES or (".optim." in f".{name}." and last[:1].isupper()):
-        return Role.OPTIMIZER
+    # Schedulers first: `torch.optim.lr_scheduler.LambdaLR` lives under `torch.optim` too.
     if "Scheduler" in last or re.fullmatch(r"[A-Z]\w*LR", last) or "schedule" in last.lower():
         return Role.SCHEDULER
+    if last in _OPTIMIZER_CLASSES or (".optim." in f".{name}." and last[:1].isupper()):
+        return Role.OPTIMIZER
     if last == "Fabric":
         return Role.FABRIC
     return None
+
+
+# Names that clear gradients, or may: `zero_grad`, `clear_grads(model)`, `torch._foreach_zero_`.
+# Rules that need the whole file (GA014) look for them anywhere, so the structural stage keeps
+# every definition that mentions one, as it keeps those that call `prepare` (GA007).
+GRAD_CLEARING = re.compile(r"(?i).*((zero|clear|reset|free)_?grads?|_foreach_zero_|set_to_none).*")
+WHOLE_FILE_ATTRIBUTES = frozenset({"grad", "prepare", "prepare_scheduler"})
 
 
 def records_fact(name: str, summed: bool) -> bool:
@@ -136,6 +155,8 @@ class _FactsCollector(cst.CSTVisitor):
             self._backward.add(owner)
         elif name:
             self._calls.setdefault(owner, set()).add(name)
+            if name in ("prepare", "prepare_scheduler") and isinstance(func, cst.Attribute):
+                self.facts.prepared.update(last_part(dotted(a.value)) for a in node.args)
 
     def leave_Module(self, original_node: cst.Module) -> None:
         reached = set(self._backward)
@@ -180,6 +201,9 @@ class _FactsCollector(cst.CSTVisitor):
         if not isinstance(node.value, cst.Call):
             return
         names = [t for target in node.targets for t in _targets(target.target)]
+        func = node.value.func
+        if isinstance(func, cst.Attribute) and func.attr.value in ("prepare", "prepare_scheduler"):
+            self.facts.prepared.update(last_part(n) for n in names)
         self._record(node.value, names)
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
@@ -211,6 +235,7 @@ class _FactsCollector(cst.CSTVisitor):
         role = _constructor_role(name)
         if role is not None and len(names) == 1:
             facts.roles[names[0]] = role
+            facts.constructors[names[0]] = call
 
 
 def collect_facts(module: cst.Module) -> ModuleFacts:

@@ -8,6 +8,11 @@ from gradlint.rules.ga002_loss_not_scaled import LossNotScaled
 from gradlint.rules.ga003_clip_before_accumulation_complete import ClipBeforeAccumulationComplete
 from gradlint.rules.ga004_missing_remainder_step import MissingRemainderStep
 from gradlint.rules.ga005_clip_without_unscale import ClipWithoutUnscale
+from gradlint.rules.ga006_zero_grad_before_step import ZeroGradBeforeStep
+from gradlint.rules.ga007_scheduler_step_every_micro_batch import SchedulerStepEveryMicroBatch
+from gradlint.rules.ga008_scaler_update_every_micro_batch import ScalerUpdateEveryMicroBatch
+from gradlint.rules.ga009_unscale_every_micro_batch import UnscaleEveryMicroBatch
+from gradlint.rules.ga014_gradients_never_cleared import GradientsNeverCleared
 
 ALL_RULES: tuple[type[Rule], ...] = (
     ZeroGradEveryMicroBatch,
@@ -15,6 +20,11 @@ ALL_RULES: tuple[type[Rule], ...] = (
     ClipBeforeAccumulationComplete,
     MissingRemainderStep,
     ClipWithoutUnscale,
+    ZeroGradBeforeStep,
+    SchedulerStepEveryMicroBatch,
+    ScalerUpdateEveryMicroBatch,
+    UnscaleEveryMicroBatch,
+    GradientsNeverCleared,
 )
 RULES_BY_CODE: dict[str, type[Rule]] = {rule.code: rule for rule in ALL_RULES}
 

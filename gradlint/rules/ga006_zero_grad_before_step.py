@@ -1,0 +1,229 @@
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import libcst as cst
+
+from gradlint.fixes.after_step import move_after
+from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, TrainingLoop, traversal
+from gradlint.model.syntax import code, dotted, keyword, last_part, positional
+from gradlint.rules.base import Finding, Rule, show, via
+
+
+class ZeroGradBeforeStep(Rule):
+    """
+    ## What it does
+    Flags a `zero_grad()` (on the optimizer, or on the whole model it optimizes) that runs after the
+    last backward and before the optimizer step on the same path, so that the step sees cleared
+    gradients.
+
+    ## Why is this bad?
+    The optimizer applies whatever `.grad` holds when `step()` runs. Clearing it between the
+    backward and the step throws the whole window's gradient away: with `set_to_none=True` (the
+    default since PyTorch 2.0) the step skips every parameter, otherwise it applies a zero gradient
+    (plus momentum and weight decay). The model does not learn from its data, and nothing raises.
+
+    Not flagged: `zero_grad()` before the backward, after the step, in an `except` handler, on a path
+    that leaves the iteration without stepping (`if not torch.isfinite(loss): optimizer.zero_grad();
+    continue`), under a condition the step does not share, on another optimizer's gradients, on a
+    sub-module or single parameters (`model.encoder.zero_grad()`, `p.grad = None`: dropping a
+    frozen part's gradients before the step is how some code freezes it), before
+    `optimizer.step(closure)` (the closure computes fresh gradients), and DeepSpeed engines.
+
+    ## Example
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = criterion(model(x), y) / accum_steps
+        loss.backward()
+        if (i + 1) % accum_steps == 0:
+            optimizer.zero_grad()
+            optimizer.step()
+    ```
+
+    ## Use instead
+    ```python
+    for i, (x, y) in enumerate(loader):
+        loss = criterion(model(x), y) / accum_steps
+        loss.backward()
+        if (i + 1) % accum_steps == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+    ```
+
+    ## Fix
+    Safe: the clear moves right below the step (below a `scaler.update()` or `scheduler.step()`
+    that follows it), comments with it. Unsafe when the clear is in a helper function (other
+    callers) or when the step runs under a condition the clear does not (it used to clear when the
+    step was skipped). No fix when the clear shares its line with other code or sits in a loop.
+    """
+
+    code = "GA006"
+    name = "zero-grad-before-step"
+
+    def check(self, model: ModuleModel) -> Iterator[Finding]:
+        for loop in model.loops:
+            if loop.kind is LoopKind.ENGINE:
+                continue
+            backwards = loop.of_kind(Kind.BACKWARD)
+            steps = [s for s in loop.of_kind(Kind.STEP) if _plain_step(s)]
+            optimizers = {stepped(s) for s in steps}
+            for clear in loop.of_kind(Kind.ZERO_GRAD):
+                if clear.spec.framework is Framework.DEEPSPEED or _exceptional(clear):
+                    continue
+                if not any(b.order < clear.order for b in backwards):
+                    continue  # nothing to throw away yet
+                for step in steps:
+                    if step.order < clear.order or not _clears_for(model, clear, step, optimizers):
+                        continue
+                    if any(clear.order < b.order < step.order for b in backwards):
+                        continue  # a backward refills the gradients before the step
+                    if not _conditions(clear) <= _conditions(step):
+                        continue  # the clear does not run every time the step does
+                    if _writes_gradients(model, loop):
+                        break  # gradients written by hand after the clear (PCGrad, GradCache)
+                    # The clear then runs only with the step: unsafe when the step has conditions the
+                    # clear does not (it used to clear when the step was skipped).
+                    fix = move_after(model, loop, clear, step, unsafe=_conditions(step) != _conditions(clear))
+                    yield Finding(self.code, clear.node, _message(clear, step), fix)
+                    break
+
+
+# Calls that write `.grad` in place, and helper names that set gradients by hand.
+_GRAD_WRITERS = {"copy_", "add_", "set_", "index_add_", "addcmul_", "lerp_"}
+_SETS_GRADIENTS = re.compile(r"(?i).*(set|assign|write|project|combine|apply)_?grad.*|.*pc_backward.*")
+
+
+def _writes_gradients(model: ModuleModel, loop: TrainingLoop) -> bool:
+    """Whether the loop (or a same-module helper it calls) writes `.grad` by hand: `p.grad = g`,
+    `p.grad.copy_(g)`, `set_grads(...)`. Clearing first is then part of the recipe."""
+    scan = _GradWrites(model)
+    if loop.window is not None:
+        root = loop.window.node
+    else:  # an inner micro-step loop in a function: the window is the function's body
+        root = loop.loop.frame.scope.node if loop.kind is LoopKind.INNER else loop.loop.node
+    pending: list[cst.CSTNode] = [root]
+    while pending and not scan.found:
+        node = pending.pop()
+        if id(node) in scan.seen:
+            continue
+        scan.seen.add(id(node))
+        traversal.visit(node, scan)
+        pending.extend(scan.helpers)
+        scan.helpers = []
+    return scan.found
+
+
+class _GradWrites(cst.CSTVisitor):
+    def __init__(self, model: ModuleModel) -> None:
+        self.facts = model.facts
+        self.found = False
+        self.seen: set[int] = set()
+        self.helpers: list[cst.FunctionDef] = []
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if isinstance(node.value, cst.Name) and node.value.value == "None":
+            return  # a clear, not a write
+        if any((dotted(t.target) or "").endswith((".grad", ".grad.data")) for t in node.targets):
+            self.found = True
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        if (dotted(node.target) or "").endswith((".grad", ".grad.data")) and isinstance(node.operator, cst.AddAssign):
+            self.found = True
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        if isinstance(func, cst.Attribute):
+            owner = dotted(func.value) or ""
+            if func.attr.value in _GRAD_WRITERS and owner.endswith((".grad", ".grad.data")):
+                self.found = True
+            name = func.attr.value
+            self.helpers.extend(m for _, m in self.facts.methods.get(name, []))
+        else:
+            name = dotted(func) or ""
+            if name in self.facts.functions:
+                self.helpers.append(self.facts.functions[name])
+        if _SETS_GRADIENTS.fullmatch(name):
+            self.found = True
+
+
+def stepped(step: Event) -> str | None:
+    """The optimizer a step applies: `optimizer` for `optimizer.step()` and `scaler.step(optimizer)`."""
+    return step.spec.optimizer or step.spec.receiver
+
+
+def _plain_step(step: Event) -> bool:
+    """Not a DeepSpeed engine, and not `optimizer.step(closure)`: a closure recomputes the gradients."""
+    if step.spec.framework is Framework.DEEPSPEED:
+        return False
+    node = step.node
+    if step.spec.framework is Framework.TORCH and "gate" not in step.spec.extra and isinstance(node, cst.Call):
+        return not positional(node) and keyword(node, "closure") is None
+    return True
+
+
+def _exceptional(event: Event) -> bool:
+    return any(g.exceptional for g in event.guards)
+
+
+def _conditions(event: Event) -> set[tuple[str, bool]]:
+    return {(code(g.expr), g.negated) for g in event.guards if not g.exceptional}
+
+
+def _clears_for(model: ModuleModel, clear: Event, step: Event, optimizers: set[str | None]) -> bool:
+    """Whether the clear wipes the gradients this step applies: the same optimizer, or the whole
+    model that optimizer was built over (`model.zero_grad()` with `AdamW(model.parameters())`) when
+    only one optimizer steps here. Per-parameter clears (`p.grad = None`) and sub-modules
+    (`model.encoder.zero_grad()`) are left alone: dropping a frozen part's gradients before the
+    step is a way to freeze it."""
+    cleared = clear.spec.receiver
+    target = stepped(step)
+    if cleared is None or target is None:
+        return False
+    if cleared == target or last_part(cleared) == last_part(target):
+        return True
+    if model.facts.role(cleared) is Role.OPTIMIZER or len(optimizers) != 1:
+        return False
+    parts = cleared.split(".")
+    parts = parts[1:] if parts[0] == "self" else parts
+    parts = parts[:-1] if len(parts) > 1 and parts[-1] == "module" else parts  # DDP's `.module`
+    if len(parts) != 1:
+        return False
+    built = model.facts.constructor(target)
+    return built is not None and parts[0] in _parameter_owners(model, built)
+
+
+def _parameter_owners(model: ModuleModel, built: cst.Call) -> set[str]:
+    """Names an optimizer's parameters come from: `model` in `AdamW(model.parameters())`, also through
+    one assignment (`groups = [{"params": [p for n, p in model.named_parameters() ...]}]`)."""
+    names = _names_in(built)
+    direct = set(names)
+
+    class Assignments(cst.CSTVisitor):
+        def visit_Assign(self, node: cst.Assign) -> None:
+            if any(last_part(dotted(t.target)) in direct for t in node.targets):
+                names.update(_names_in(node.value))
+
+    traversal.visit(model.module, Assignments())
+    return names
+
+
+def _names_in(node: cst.CSTNode) -> set[str]:
+    """Every plain name and `self.x` attribute inside an expression, by its last part."""
+    found: set[str] = set()
+
+    class Names(cst.CSTVisitor):
+        def visit_Name(self, n: cst.Name) -> None:
+            found.add(n.value)
+
+    traversal.visit(node, Names())
+    return found
+
+
+def _message(clear: Event, step: Event) -> str:
+    where = via(step) if via(step) != via(clear) else ""
+    return (
+        f"{show(clear)}{via(clear)} runs after the last backward and before {show(step)}{where}: "
+        "the step sees cleared gradients, so the window's gradient is thrown away; clear the "
+        "gradients after the step (or before the backward)"
+    )
