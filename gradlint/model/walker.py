@@ -151,7 +151,9 @@ class Walker:
         self.scopes = scopes
         self._order = 0
         self._result = WalkResult()
-        self._preceding: tuple[cst.CSTNode, ...] = ()
+        # The statements before the current one in its block, as (block, index): a tuple per statement
+        # would make a long module quadratic.
+        self._preceding: tuple[Sequence[cst.CSTNode], int] = ((), 0)
 
     def walk(self, root: cst.FunctionDef | cst.Module, cls: cst.ClassDef | None) -> WalkResult:
         self._order = 0
@@ -181,7 +183,7 @@ class Walker:
         exits: list[Guard] = []
         for index, statement in enumerate(statements):
             current = replace(state, guards=state.guards + tuple(exits)) if exits else state
-            self._preceding = tuple(statements[:index])
+            self._preceding = (statements, index)
             self._statement(statement, current)
             if isinstance(statement, cst.If) and statement.orelse is None and terminates(statement.body):
                 exits.append(self._guard(statement.test, True, current, exit_kind=_exit_kind(statement.body)))
@@ -205,7 +207,8 @@ class Walker:
                     self._block(node.orelse.body.body, negated)
         elif isinstance(node, cst.For | cst.While):
             self._calls(node.iter if isinstance(node, cst.For) else node.test, state)
-            info = LoopInfo(node, state.loops, state.frame, self._tick(), preceding=self._preceding)
+            block, index = self._preceding
+            info = LoopInfo(node, state.loops, state.frame, self._tick(), preceding=tuple(block[:index]))
             self._result.loops.append(info)
             self._block(node.body.body, replace(state, loops=(*state.loops, node)))
             info.end = self._tick()
