@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import io
 import re
+import stat
 import tokenize
 import traceback
 from collections.abc import Sequence
@@ -19,12 +20,14 @@ from gradlint.diagnostics import Diagnostic, FileError, FileWarning
 from gradlint.fixes.edits import Lines, to_text
 from gradlint.model import build_model
 from gradlint.prefilter import may_have_training_loop
+from gradlint.relevance import MIN_BYTES as RELEVANCE_MIN_BYTES
 from gradlint.relevance import relevant_source
 from gradlint.rules import Finding, Rule
 from gradlint.suppression import may_warn
 from gradlint.suppression import scan as scan_suppressions
 
 if TYPE_CHECKING:
+    from gradlint.cache import Cache
     from gradlint.notebooks import Notebook
 
 MAX_BYTES = 10 * 1024 * 1024
@@ -32,6 +35,8 @@ MAX_BYTES = 10 * 1024 * 1024
 # file-level form) is still read, so that a typo in it is reported. Cheap: a regex over the lowered
 # text of files that mention noqa at all (an IGNORECASE search has no literal to skip ahead with).
 _MAY_NAME_OUR_CODES = re.compile(r"noqa[^\n]*ga[0-9]|gradlint\s*:\s*noqa")
+ISSUE_TRACKER = "https://github.com/gradlint/gradlint/issues"
+TOO_DEEP = "too deeply nested to check (maximum recursion depth exceeded while parsing)"
 
 
 def _may_name_our_codes(source: str) -> bool:
@@ -74,14 +79,19 @@ def decode(data: bytes, filename: str) -> tuple[str | None, FileError | None]:
     )
 
 
-def read(path: str) -> tuple[str | None, FileError | None]:
+def read(path: str, explicit: bool = True) -> tuple[str | None, FileError | None]:
     p = Path(path)
     try:
         if not p.exists():
             return None, FileError(path, "no such file or directory")
         if p.is_dir():
             return None, FileError(path, "is a directory")
-        size = p.stat().st_size
+        st = p.stat()
+        if not explicit and not stat.S_ISREG(st.st_mode):
+            # A FIFO named `x.py` in a tree would block the read forever; one named on the command
+            # line (`gradlint <(cat train.py)`) is read, as the user asked.
+            return None, FileError(path, "not a regular file (a FIFO, socket or device)")
+        size = st.st_size
         if size > MAX_BYTES:
             return None, FileError(path, f"too large to check ({size / 2**20:.1f} MiB; the limit is "
                                          f"{MAX_BYTES // 2**20} MiB)")
@@ -103,6 +113,10 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
         if _may_name_our_codes(source):
             _suppress(result, source)
         return result
+    # Bigger files get the stdlib `ast` pass in relevant_source, which refuses too deep code itself.
+    if not (prefilter and len(source) >= RELEVANCE_MIN_BYTES) and _too_deep_for_python(source, filename):
+        result.error = FileError(filename, TOO_DEEP)
+        return result
     try:
         module = cst.parse_module(relevant_source(source) if prefilter else source)
     except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
@@ -110,8 +124,8 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
         # is not `str.isidentifier()`): that is invalid source too, not an internal error.
         result.error = _syntax_error(source, filename, exc)
         return result
-    except RecursionError:
-        result.error = FileError(filename, "too deeply nested to parse")
+    except (RecursionError, MemoryError):
+        result.error = FileError(filename, TOO_DEEP)
         return result
     try:
         model = build_model(module)
@@ -128,13 +142,31 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
     except RecursionError:
         result.error = FileError(filename, "too deeply nested to analyse")
     except Exception as exc:  # one file's bug must not stop the others
-        result.error = FileError(
-            filename,
-            f"internal error while checking ({type(exc).__name__}: {exc}); please report it "
-            "at the gradlint issue tracker with this file, and run with --verbose for the traceback",
-            traceback=traceback.format_exc(),
-        )
+        result.error = internal_error(filename, exc)
     return result
+
+
+def internal_error(filename: str, exc: BaseException) -> FileError:
+    return FileError(
+        filename,
+        f"internal error while checking ({type(exc).__name__}: {exc}); this is a bug in gradlint: please report "
+        f"it at {ISSUE_TRACKER} with this file, and run with --verbose for the traceback",
+        traceback=traceback.format_exc(),
+    )
+
+
+def _too_deep_for_python(source: str, filename: str) -> bool:
+    """LibCST's native parser crashes the process (SIGSEGV) on nesting a few thousand levels deep (a
+    10,000-term `a + a + ...`), and slows down quadratically before that. CPython refuses such code
+    (RecursionError: it cannot be run either), so ask CPython first. Its syntax errors do not decide
+    anything here: LibCST may accept syntax newer than this interpreter."""
+    try:
+        compile(source, filename, "exec", dont_inherit=True, flags=ast.PyCF_ONLY_AST)
+    except (RecursionError, MemoryError):
+        return True
+    except (SyntaxError, ValueError):
+        pass
+    return False
 
 
 def _suppress(result: FileResult, source: str) -> None:
@@ -189,22 +221,30 @@ def _locate(module: cst.Module, findings: list[Finding], filename: str, source: 
     return sorted(out)
 
 
-def check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool = False) -> FileResult:
-    source, error = read(path)
+def check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool = False,
+               cache: Cache | None = None) -> FileResult:
+    try:
+        return _check_path(path, explicit, rules, verbose, cache)
+    except Exception as exc:  # outside the analysis proper (reading, notebooks): still this file's failure only
+        return FileResult(path, error=internal_error(path, exc))
+
+
+def _check_path(path: str, explicit: bool, rules: Sequence[Rule], verbose: bool, cache: Cache | None) -> FileResult:
+    source, error = read(path, explicit)
     if error is not None or source is None:
         return FileResult(path, error=error)
     if path.endswith(".ipynb"):
-        return check_notebook(source, path, explicit, rules, verbose)
+        return check_notebook(source, path, explicit, rules, verbose, cache)
     if not source.strip():
         warnings = [FileWarning(path, "empty file, nothing to check")] if explicit else []
         return FileResult(path, warnings=warnings)
-    return check_source(source, path, rules, verbose, prefilter=not explicit)
+    return _check_cached(source, path, rules, verbose, not explicit, cache)
 
 
 def screen_path(path: str, rules: Sequence[Rule]) -> FileResult | None:
     """The result of a discovered `.py` file when the text test settles it without parsing (as
     `check_path` would give it); None when the file needs the full check."""
-    source, error = read(path)
+    source, error = read(path, explicit=False)
     if error is not None or source is None:
         return FileResult(path, error=error)
     if not source.strip():
@@ -214,7 +254,24 @@ def screen_path(path: str, rules: Sequence[Rule]) -> FileResult | None:
     return check_source(source, path, rules, prefilter=True)
 
 
-def check_notebook(text: str, path: str, explicit: bool, rules: Sequence[Rule], verbose: bool = False) -> FileResult:
+def _check_cached(source: str, filename: str, rules: Sequence[Rule], verbose: bool, prefilter: bool,
+                  cache: Cache | None) -> FileResult:
+    """`check_source` through the cache, for the files worth it (see gradlint/cache.py)."""
+    if cache is None or (prefilter and not may_have_training_loop(source)):
+        return check_source(source, filename, rules, verbose, prefilter=prefilter)
+    key = cache.key(source, (rule.code for rule in rules), prefilter)
+    hit = cache.load(key, filename)
+    if hit is not None:
+        diagnostics, warnings = hit
+        return FileResult(filename, diagnostics, warnings=warnings, source=source if diagnostics else None)
+    result = check_source(source, filename, rules, verbose, prefilter=prefilter)
+    if result.error is None:
+        cache.store(key, result.diagnostics, result.warnings)
+    return result
+
+
+def check_notebook(text: str, path: str, explicit: bool, rules: Sequence[Rule], verbose: bool = False,
+                   cache: Cache | None = None) -> FileResult:
     """A notebook's code cells as one program; locations mapped back to cells."""
     from gradlint import notebooks
 
@@ -226,7 +283,7 @@ def check_notebook(text: str, path: str, explicit: bool, rules: Sequence[Rule], 
     if lang is not None and lang != "python":
         warnings = [FileWarning(path, f"a {lang} notebook, not Python: skipped")] if explicit else []
         return FileResult(path, warnings=warnings)
-    result = check_source(notebook.source, path, rules, verbose, prefilter=not explicit)
+    result = _check_cached(notebook.source, path, rules, verbose, not explicit, cache)
     result.diagnostics = sorted((notebooks.relocate(d, notebook) for d in result.diagnostics),
                                 key=lambda d: (d.cell or 0, d.row, d.column, d.code))
     result.warnings = [FileWarning(f"{w.filename}:cell {notebook.locate(w.row)[0]}", w.reason,

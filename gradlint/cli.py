@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from gradlint import __version__
+from gradlint.cache import Cache, CleanError, clean, disabled_by_env, resolve_dir
 from gradlint.checker import FileResult, check_notebook, check_source, decode
 from gradlint.config import ConfigError, Overrides, Resolver, Selection, parse_per_file_ignores
 from gradlint.files import discover
@@ -67,12 +68,15 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors and skipped files.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Files checked in parallel [default: the number of cores].")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the cache (also GRADLINT_NO_CACHE=1).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), metavar="PATH",
+              help="Where the cache lives [env: GRADLINT_CACHE_DIR; default: .gradlint_cache in the project root].")
 def check(paths: tuple[str, ...], output_format: str, output_file: str | None, statistics: bool,
           select: tuple[str, ...], ignore: tuple[str, ...], extend_select: tuple[str, ...],
           per_file_ignores: tuple[str, ...], exclude: tuple[str, ...], extend_exclude: tuple[str, ...],
           force_exclude: bool, config_path: str | None, isolated: bool, show_settings: bool, exit_zero: bool,
           stdin_filename: str | None, fix: bool, unsafe_fixes: bool, diff: bool, verbose: bool,
-          jobs: int | None) -> None:
+          jobs: int | None, no_cache: bool, cache_dir: str | None) -> None:
     """Check training scripts, notebooks and directories (default: the current directory).
 
     Settings come from `[tool.gradlint]` in the nearest pyproject.toml (or gradlint.toml) above
@@ -95,10 +99,16 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
             first = stdin_filename if targets[0] == "-" and stdin_filename else targets[0]
             click.echo(resolver.describe(Path(first)), nl=False)
             sys.exit(EXIT_CLEAN)
-        results = _check_all(targets, resolver, force_exclude, stdin_filename, verbose, jobs)
+        # Fixing works from a fresh analysis: the cache stays out of its way.
+        use_cache = not (no_cache or fix or diff or disabled_by_env())
+        cache = Cache(resolve_dir(cache_dir, _project_root(resolver))) if use_cache else None
+        results = _check_all(targets, resolver, force_exclude, stdin_filename, verbose, jobs, cache)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)  # 128 + SIGINT, as shells report it
     outcome = None
     if fix or diff:
         from gradlint.fixing import fix_results
@@ -158,15 +168,26 @@ def _codes(values: tuple[str, ...], option: str) -> list[str] | None:
         raise click.UsageError(f"{option}: {exc}") from None
 
 
+def _project_root(resolver: Resolver) -> Path:
+    """As ruff: the directory of the configuration file that applies to the current directory, else it."""
+    return resolver.settings_for(Path.cwd() / "_").root
+
+
 def _check_all(targets: list[str], resolver: Resolver, force_exclude: bool, stdin_filename: str | None,
-               verbose: bool, jobs: int | None) -> list[FileResult]:
+               verbose: bool, jobs: int | None, cache: Cache | None = None) -> list[FileResult]:
     from gradlint.parallel import check_paths, default_jobs
+    from gradlint.progress import Progress
 
     items = [(path, explicit) for path, explicit in discover([p for p in targets if p != "-"], resolver.excluded)
              if not (explicit and force_exclude and resolver.excluded_explicit(Path(path)))]
     # Settings are resolved here, once per directory; workers only get each file's rule codes.
     rules = [resolver.rules_for(Path(path)) for path, _ in items]
-    results = check_paths(items, [], verbose, jobs or default_jobs(), rules_per_file=rules)
+    progress = Progress(len(items))
+    try:
+        results = check_paths(items, [], verbose, jobs or default_jobs(), rules_per_file=rules, cache=cache,
+                              on_result=progress.advance)
+    finally:
+        progress.close()
     if "-" in targets:
         name = stdin_filename or "-"
         rules = resolver.rules_for(Path(name))
@@ -180,6 +201,23 @@ def _check_all(targets: list[str], resolver: Resolver, force_exclude: bool, stdi
             result.stdin, result.source = True, source
             results.append(result)
     return results
+
+
+@main.command(name="clean")
+@click.option("--cache-dir", type=click.Path(file_okay=False), metavar="PATH",
+              help="The cache to remove [env: GRADLINT_CACHE_DIR; default: .gradlint_cache in the project root].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="PATH",
+              help="The configuration file whose directory is the project root.")
+@click.option("--isolated", is_flag=True, help="Ignore configuration files: the project root is the current directory.")
+def clean_command(cache_dir: str | None, config_path: str | None, isolated: bool) -> None:
+    """Remove the cache that `gradlint check` run here would use."""
+    try:
+        directory = resolve_dir(cache_dir, _project_root(Resolver(Overrides(), config_path, isolated)))
+        removed = clean(directory)
+    except (ConfigError, CleanError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    click.echo(f"Removed {directory}" if removed else f"No cache at {directory}", err=True)
 
 
 @main.command()

@@ -209,6 +209,7 @@ class Resolver:
             self._fixed = Settings(path=None, root=Path.cwd().resolve())
         self._by_dir: dict[Path, Settings] = {}
         self._rules: dict[frozenset[str], list[Rule]] = {}
+        self._layered: dict[int, list[type[Rule]]] = {}  # by id() of Settings kept alive in _by_dir/_fixed
 
     def settings_for(self, path: Path) -> Settings:
         if self._fixed is not None:
@@ -232,10 +233,13 @@ class Resolver:
 
     def enabled_codes(self, path: Path) -> list[str]:
         settings = self.settings_for(path)
-        try:
-            rules = resolve_layers([settings.selection.layer(), self.overrides.selection.layer()])
-        except SelectionError as exc:  # validated earlier; kept for safety
-            raise ConfigError(str(exc)) from None
+        rules = self._layered.get(id(settings))  # once per configuration, not per file (warm runs feel it)
+        if rules is None:
+            try:
+                rules = resolve_layers([settings.selection.layer(), self.overrides.selection.layer()])
+            except SelectionError as exc:  # validated earlier; kept for safety
+                raise ConfigError(str(exc)) from None
+            self._layered[id(settings)] = rules
         pfi = self.overrides.per_file_ignores if self.overrides.per_file_ignores is not None \
             else settings.per_file_ignores
         ignored = [code for pattern, codes in pfi.items() if matches(pattern, path, settings.root) for code in codes]

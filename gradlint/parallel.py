@@ -4,11 +4,13 @@ so output does not depend on `--jobs`."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import signal
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from gradlint.checker import FileResult, check_path, screen_path
+from gradlint.cache import Cache, CleanIndex
+from gradlint.checker import FileResult, check_path, internal_error, screen_path
 from gradlint.rules import RULES_BY_CODE, Rule
 
 # Below this many files a pool costs more to start than it saves (most files are skipped by the
@@ -21,15 +23,17 @@ _SCREEN_BATCH = 256
 
 _worker_rules: dict[tuple[str, ...], list[Rule]] = {}
 _worker_verbose = False
+_worker_cache: Cache | None = None
 
 
 def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _init(verbose: bool) -> None:
-    global _worker_verbose
-    _worker_verbose = verbose
+def _init(verbose: bool, cache: Cache | None) -> None:
+    global _worker_verbose, _worker_cache
+    _worker_verbose, _worker_cache = verbose, cache
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no traceback per worker
 
 
 def _rules(codes: tuple[str, ...]) -> list[Rule]:
@@ -41,31 +45,83 @@ def _rules(codes: tuple[str, ...]) -> list[Rule]:
 
 def _check(item: tuple[str, bool, tuple[str, ...]]) -> FileResult:
     path, explicit, codes = item
-    return check_path(path, explicit, _rules(codes), _worker_verbose)
+    try:
+        return check_path(path, explicit, _rules(codes), _worker_verbose, _worker_cache)
+    except Exception as exc:  # an exception here would end pool.map, and with it every other file
+        return FileResult(path, error=internal_error(path, exc))
 
 
 def _screen(batch: list[tuple[int, str, tuple[str, ...]]]) -> list[tuple[int, FileResult | None]]:
-    return [(index, screen_path(path, _rules(codes))) for index, path, codes in batch]
+    return [(index, _screen_one(path, codes)) for index, path, codes in batch]
+
+
+def _screen_one(path: str, codes: tuple[str, ...]) -> FileResult | None:
+    try:
+        return screen_path(path, _rules(codes))
+    except Exception as exc:  # as in _check
+        return FileResult(path, error=internal_error(path, exc))
 
 
 def check_paths(items: Sequence[tuple[str, bool]], rules: Sequence[Rule], verbose: bool, jobs: int,
-                rules_per_file: Sequence[Sequence[Rule]] | None = None) -> list[FileResult]:
+                rules_per_file: Sequence[Sequence[Rule]] | None = None, cache: Cache | None = None,
+                on_result: Callable[[], None] | None = None) -> list[FileResult]:
     """`rules` for every file, or `rules_per_file[i]` for `items[i]` (configuration may differ per
-    directory and file)."""
+    directory and file). `on_result` is called once per file checked (progress)."""
+    advance = on_result or (lambda: None)
     per_file = rules_per_file if rules_per_file is not None else [rules] * len(items)
+    if cache is None:
+        return _check_all(items, per_file, verbose, jobs, cache, advance)
+    # Files the clean index settles are not read at all; the others are checked, and recorded when clean.
+    index = CleanIndex(cache)
+    codes = [tuple(rule.code for rule in file_rules) for file_rules in per_file]
+    settled: dict[int, FileResult] = {}
+    stats: dict[int, os.stat_result] = {}
+    for i, (path, explicit) in enumerate(items):
+        if explicit or not path.endswith(".py"):
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if index.settles(path, st, codes[i]):
+            settled[i] = FileResult(path)
+            advance()
+        else:
+            stats[i] = st
+    rest = [i for i in range(len(items)) if i not in settled]
+    checked = _check_all([items[i] for i in rest], [per_file[i] for i in rest], verbose, jobs, cache, advance)
+    results = dict(settled)
+    for i, result in zip(rest, checked, strict=True):
+        results[i] = result
+        if i in stats and result.error is None and not result.diagnostics and not result.warnings:
+            index.record(items[i][0], stats[i], codes[i])
+    index.save()
+    return [results[i] for i in range(len(items))]
+
+
+def _check_all(items: Sequence[tuple[str, bool]], per_file: Sequence[Sequence[Rule]], verbose: bool, jobs: int,
+               cache: Cache | None, advance: Callable[[], None]) -> list[FileResult]:
     if jobs > 1 and len(items) >= MIN_FILES_FOR_POOL:
         work = [(path, explicit, tuple(rule.code for rule in file_rules))
                 for (path, explicit), file_rules in zip(items, per_file, strict=True)]
         try:
-            with ProcessPoolExecutor(max_workers=jobs, initializer=_init, initargs=(verbose,)) as pool:
-                return _pooled(pool, work)
+            with ProcessPoolExecutor(max_workers=jobs, initializer=_init, initargs=(verbose, cache)) as pool:
+                try:
+                    return _pooled(pool, work, advance)
+                except KeyboardInterrupt:
+                    pool.shutdown(wait=False, cancel_futures=True)  # else leaving `with` runs every queued file
+                    raise
         except (BrokenProcessPool, OSError):
             pass  # no processes on this machine (sandbox, memory): check them here instead
-    return [check_path(path, explicit, file_rules, verbose)
-            for (path, explicit), file_rules in zip(items, per_file, strict=True)]
+    results = []
+    for (path, explicit), file_rules in zip(items, per_file, strict=True):
+        results.append(check_path(path, explicit, file_rules, verbose, cache))
+        advance()
+    return results
 
 
-def _pooled(pool: ProcessPoolExecutor, work: list[tuple[str, bool, tuple[str, ...]]]) -> list[FileResult]:
+def _pooled(pool: ProcessPoolExecutor, work: list[tuple[str, bool, tuple[str, ...]]],
+            advance: Callable[[], None]) -> list[FileResult]:
     results: list[FileResult | None] = [None] * len(work)
     screenable = [(i, path, codes) for i, (path, explicit, codes) in enumerate(work)
                   if not explicit and path.endswith(".py")]
@@ -73,9 +129,12 @@ def _pooled(pool: ProcessPoolExecutor, work: list[tuple[str, bool, tuple[str, ..
     for batch in pool.map(_screen, batches):
         for index, result in batch:
             results[index] = result
+            if result is not None:
+                advance()
     rest = sorted((i for i, result in enumerate(results) if result is None), key=lambda i: -_size(work[i][0]))
     for index, result in zip(rest, pool.map(_check, [work[i] for i in rest]), strict=True):
         results[index] = result
+        advance()
     done = [result for result in results if result is not None]
     assert len(done) == len(work), "every file gets exactly one result"
     return done

@@ -43,8 +43,10 @@ def relevant_source(source: str) -> str:
         return source
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    except (SyntaxError, ValueError):
         return source
+    # RecursionError and MemoryError go up: CPython cannot build the tree, and LibCST would crash on
+    # it (checker.check_source reports the file as too deeply nested).
     try:
         blank = list(_irrelevant_units(tree))
     except RecursionError:

@@ -16,3 +16,11 @@ UPDATE_SNAPSHOTS = os.environ.get("GRADLINT_UPDATE_SNAPSHOTS") == "1"
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(autouse=True)
+def _no_cache_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run without the cache (a result cached by one test would hide what another patches in);
+    tests/test_cache.py turns it back on with its own directory."""
+    monkeypatch.setenv("GRADLINT_NO_CACHE", "1")
+    monkeypatch.delenv("GRADLINT_CACHE_DIR", raising=False)

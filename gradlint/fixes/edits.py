@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import libcst as cst
 from libcst.metadata import CodeRange
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 class Applicability(Enum):
@@ -74,10 +77,8 @@ class Lines:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.starts = [0]
-        for index, char in enumerate(source):
-            if char == "\n":
-                self.starts.append(index + 1)
+        # Python's line ends, as LibCST's positions count them: a lone `\r` (old Mac files) ends a line too.
+        self.starts = [0, *(match.end() for match in _LINE_END.finditer(source))]
 
     def offset(self, line: int, column: int) -> int:
         return self.starts[line - 1] + column

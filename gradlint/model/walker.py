@@ -61,6 +61,9 @@ class Guard:
     depth: int = 0  # how many loops enclosed the condition
     periodic: Periodicity | None = field(default=None, compare=False)
     exceptional: bool = False  # an `except` handler: not the normal path
+    # a non-periodic branch that ends in continue/break/return/raise: a skip path (`if not
+    # torch.isfinite(loss): optimizer.zero_grad(); continue`), not what runs per micro-batch
+    skip_branch: bool = False
     node: cst.CSTNode | None = field(default=None, compare=False)  # where to report the gate
 
 
@@ -148,7 +151,9 @@ class Walker:
         self.scopes = scopes
         self._order = 0
         self._result = WalkResult()
-        self._preceding: tuple[cst.CSTNode, ...] = ()
+        # The statements before the current one in its block, as (block, index): a tuple per statement
+        # would make a long module quadratic.
+        self._preceding: tuple[Sequence[cst.CSTNode], int] = ((), 0)
 
     def walk(self, root: cst.FunctionDef | cst.Module, cls: cst.ClassDef | None) -> WalkResult:
         self._order = 0
@@ -178,7 +183,7 @@ class Walker:
         exits: list[Guard] = []
         for index, statement in enumerate(statements):
             current = replace(state, guards=state.guards + tuple(exits)) if exits else state
-            self._preceding = tuple(statements[:index])
+            self._preceding = (statements, index)
             self._statement(statement, current)
             if isinstance(statement, cst.If) and statement.orelse is None and terminates(statement.body):
                 exits.append(self._guard(statement.test, True, current, exit_kind=_exit_kind(statement.body)))
@@ -189,16 +194,21 @@ class Walker:
                 self._small(small, state)
         elif isinstance(node, cst.If):
             self._calls(node.test, state)
-            self._block(node.body.body, replace(state, guards=(*state.guards, self._guard(node.test, False, state))))
+            taken = _skip_path(self._guard(node.test, False, state), node.body)
+            self._block(node.body.body, replace(state, guards=(*state.guards, taken)))
             if node.orelse is not None:
-                negated = replace(state, guards=(*state.guards, self._guard(node.test, True, state)))
+                other = self._guard(node.test, True, state)
+                if isinstance(node.orelse, cst.Else):
+                    other = _skip_path(other, node.orelse.body)
+                negated = replace(state, guards=(*state.guards, other))
                 if isinstance(node.orelse, cst.If):
                     self._statement(node.orelse, negated)
                 else:
                     self._block(node.orelse.body.body, negated)
         elif isinstance(node, cst.For | cst.While):
             self._calls(node.iter if isinstance(node, cst.For) else node.test, state)
-            info = LoopInfo(node, state.loops, state.frame, self._tick(), preceding=self._preceding)
+            block, index = self._preceding
+            info = LoopInfo(node, state.loops, state.frame, self._tick(), preceding=tuple(block[:index]))
             self._result.loops.append(info)
             self._block(node.body.body, replace(state, loops=(*state.loops, node)))
             info.end = self._tick()
@@ -314,6 +324,10 @@ class Walker:
         if exit_kind not in (None, "continue"):
             found = None  # `if done: break` is about when training ends, not the window
         return Guard(expr, negated, state.frame, len(state.loops), found, node=expr)
+
+
+def _skip_path(guard: Guard, block: cst.BaseSuite) -> Guard:
+    return replace(guard, skip_branch=True) if guard.periodic is None and terminates(block) else guard
 
 
 def _exit_kind(block: cst.BaseSuite) -> str:

@@ -22,7 +22,8 @@ class ZeroGradEveryMicroBatch(Rule):
     loss still goes down.
 
     Not flagged: `zero_grad()` at the start of each window (`if i % K == 0:`), after the step inside
-    the gate, before an inner micro-step loop, or on an Accelerate-prepared optimizer inside
+    the gate, before an inner micro-step loop, on a skip path (`if not torch.isfinite(loss):
+    optimizer.zero_grad(); continue`), or on an Accelerate-prepared optimizer inside
     `accelerator.accumulate()` (Accelerate skips it mid-window). `model.zero_grad()` inside
     `accumulate()` is flagged: Accelerate does not skip it.
 
@@ -73,6 +74,8 @@ class ZeroGradEveryMicroBatch(Rule):
                     when = loop.when(event)
                     if when not in (When.EVERY, When.REST) or event.spec.framework is Framework.DEEPSPEED:
                         continue
+                    if any(g.skip_branch for g in loop.inner_guards(event)):
+                        continue  # a reset on a skip path (non-finite loss, bad batch), then `continue`
                     receiver = event.spec.receiver
                     if stepped_every and receiver not in loop.accumulating_optimizers:
                         continue  # GAN-style: another optimizer steps every iteration
