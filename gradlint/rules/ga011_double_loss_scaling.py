@@ -8,7 +8,7 @@ from gradlint.fixes import ga011
 from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling, TrainingLoop, When
 from gradlint.model.provenance import trace
 from gradlint.model.quantities import is_k_name, looks_like_k, same_quantity
-from gradlint.model.syntax import code, dotted, keyword, last_part
+from gradlint.model.syntax import code, dotted, keyword, last_part, number
 from gradlint.model.walker import Event, Frame
 from gradlint.rules.base import Finding, Rule, show, via
 
@@ -116,7 +116,8 @@ class DoubleLossScaling(Rule):
     @staticmethod
     def _divisor(model: ModuleModel, event: Event, k: cst.BaseExpression | None) -> cst.BaseExpression | None:
         order = event.frame.scope.call_order.get(id(event.node))
-        found = trace(event.spec.value, event.frame, order, model.facts, model.scopes, None)
+        literal = number(k) if k is not None else None  # `/ 4` with gradient_accumulation_steps=4
+        found = trace(event.spec.value, event.frame, order, model.facts, model.scopes, literal)
         divisor = found.divisor
         if found.scaling is not Scaling.DIVIDED or divisor is None:
             return None
