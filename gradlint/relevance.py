@@ -17,6 +17,7 @@ LibCST reports the error as before.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Iterable, Iterator
 
@@ -176,7 +177,12 @@ class _Owners:
                 if _imports_deepspeed(modules):
                     self.with_facts.add(owners[-1])
                 self.marked = True  # kept: GA014 reads where an optimizer class was imported from
-            stack.extend((child, False) for child in ast.iter_child_nodes(node))
+            for field in _child_fields(kind):
+                value = getattr(node, field, None)
+                if type(value) is list:
+                    stack.extend((child, False) for child in value if isinstance(child, ast.AST))
+                elif isinstance(value, ast.AST):
+                    stack.append((value, False))
 
     def _call(self, node: ast.Call, owner: int) -> None:
         func = node.func
@@ -201,9 +207,20 @@ class _Owners:
 def _read_whole_file(node: ast.Attribute | ast.Name) -> bool:
     """A name that rules reading the whole file look for (`zero_grad`, `p.grad`, `prepare`, `no_sync`)."""
     if isinstance(node, ast.Name):
-        return bool(GRAD_CLEARING.fullmatch(node.id) or SYNC_CONTROL.fullmatch(node.id))
-    return (node.attr in WHOLE_FILE_ATTRIBUTES or bool(GRAD_CLEARING.fullmatch(node.attr))
-            or bool(SYNC_CONTROL.fullmatch(node.attr)))
+        return _whole_file_name(node.id)
+    return node.attr in WHOLE_FILE_ATTRIBUTES or _whole_file_name(node.attr)
+
+
+@functools.cache
+def _whole_file_name(name: str) -> bool:
+    # Memoised: a big file repeats a few thousand names hundreds of thousands of times.
+    return bool(GRAD_CLEARING.fullmatch(name) or SYNC_CONTROL.fullmatch(name))
+
+
+@functools.cache
+def _child_fields(kind: type) -> tuple[str, ...]:
+    """The fields of a node type that can hold nodes; not `ctx` (a Load/Store marker on every name)."""
+    return tuple(f for f in kind._fields if f != "ctx")  # type: ignore[attr-defined]
 
 
 def _imports_deepspeed(modules: Iterable[str]) -> bool:
