@@ -125,6 +125,13 @@ class _Tracer:
         if any(keyword(node, k) is not None for k in _COUNT_KEYWORDS):
             return Provenance(Scaling.NORMALISED, "normalised by an item count")
         name = dotted(node.func)
+        if name == "sum" and len(node.args) == 1 and node.args[0].keyword is None and not node.args[0].star:
+            # `sum(losses.values())`, `sum(terms)`: the terms' scaling, as for `a + b`.
+            terms = node.args[0].value
+            if isinstance(terms, cst.Call) and method_name(terms) == "values" and receiver(terms) is not None:
+                terms = receiver(terms)
+            if isinstance(terms, cst.Name | cst.Attribute):
+                return self.expr(terms, frame, order, depth + 1)
         if frame is not None and _over_cached_features(node, frame, order):
             # GradCache-style: each backward's loss spans the whole window (cached no-grad
             # features of the other micro-batches), so the backwards sum to the window gradient.
@@ -200,14 +207,19 @@ class _Tracer:
 def _over_cached_features(node: cst.Call, frame: Frame, order: int | None) -> bool:
     """`torch.cat(cached[:j] + [live] + ...)` where `cached` was filled under no_grad, as the call
     itself or as a name passed to it (`loss = contrastive(full)`)."""
-    cached = frame.scope.no_grad_names
-    if not cached:
+    scope = frame.scope
+    if not scope.no_grad_names:
         return False
+    cached = set(scope.no_grad_names)
+    for _ in range(2):  # aliases: `accumulated = accum_features[key]`, and one more step
+        cached |= {name for name, found in scope.assignments.items()
+                   if name not in cached and any(_mentions(a.value, cached) for a in found)}
     candidates: list[cst.BaseExpression] = [node]
     for arg in node.args:
         name = dotted(arg.value)
         if name is not None:
-            candidates += [a.value for a in frame.scope.before(name, order) if a.operator is None]
+            candidates += [a.value for a in scope.before(name, order) if a.operator is None]
+            candidates += [a.value for a in scope.item_assignments.get(name, []) if a.operator is None]
     return any(isinstance(c, cst.Call) and last_part(dotted(c.func)) in _CONCAT and _mentions(c, cached)
                for c in candidates)
 

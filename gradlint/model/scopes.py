@@ -31,6 +31,8 @@ class Scope:
     call_order: dict[int, int] = field(default_factory=dict)  # id(Call) -> lexical position
     # names filled under `torch.no_grad()` (`feats.append(model(x))`): cached, detached values
     no_grad_names: set[str] = field(default_factory=set)
+    # `inputs[key] = value`: item assignments by container name (GradCache-style feature dicts)
+    item_assignments: dict[str, list[Assignment]] = field(default_factory=dict)
 
     def before(self, name: str, order: int | None) -> list[Assignment]:
         found = self.assignments.get(name, [])
@@ -58,7 +60,8 @@ class _ScopeCollector(cst.CSTVisitor):
             self.no_grad_depth += 1
         if (self.no_grad_depth and isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
                 and node.func.attr.value in ("append", "extend", "insert")):
-            filled = dotted(node.func.value)
+            container = node.func.value
+            filled = dotted(container.value if isinstance(container, cst.Subscript) else container)
             if filled:
                 self.scope.no_grad_names.add(filled)
         if isinstance(node, cst.Call):
@@ -82,6 +85,14 @@ class _ScopeCollector(cst.CSTVisitor):
                 if isinstance(inner, cst.StarredElement):
                     continue
                 self._add(inner, value, operator, i)
+            return
+        if isinstance(target, cst.Subscript):
+            container = dotted(target.value)
+            if container is not None:
+                item = Assignment(self.order, value, operator, index, self.loop_depth > 0)
+                self.scope.item_assignments.setdefault(container, []).append(item)
+                if self.no_grad_depth:
+                    self.scope.no_grad_names.add(container)
             return
         name = dotted(target)
         if name is None:
