@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 from gradlint.fixes import ga001
 from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Role, When
+from gradlint.model.grad_writes import writes_gradients
 from gradlint.model.syntax import code
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
@@ -23,7 +24,8 @@ class ZeroGradEveryMicroBatch(Rule):
 
     Not flagged: `zero_grad()` at the start of each window (`if i % K == 0:`), after the step inside
     the gate, before an inner micro-step loop, on a skip path (`if not torch.isfinite(loss):
-    optimizer.zero_grad(); continue`), or on an Accelerate-prepared optimizer inside
+    optimizer.zero_grad(); continue`), in an inner per-task loop whose gradients are then written
+    back by hand (PCGrad-style surgery), or on an Accelerate-prepared optimizer inside
     `accelerator.accumulate()` (Accelerate skips it mid-window). `model.zero_grad()` inside
     `accumulate()` is flagged: Accelerate does not skip it.
 
@@ -64,6 +66,8 @@ class ZeroGradEveryMicroBatch(Rule):
 
     def check(self, model: ModuleModel) -> Iterator[Finding]:
         for loop in model.loops:
+            if loop.kind is LoopKind.INNER and writes_gradients(model, loop):
+                continue  # per-task gradients combined by hand (PCGrad): clearing between them is the recipe
             if loop.kind in (LoopKind.GATED, LoopKind.INNER):
                 stepped_every = {
                     e.spec.optimizer or e.spec.receiver

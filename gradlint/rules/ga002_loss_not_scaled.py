@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 from gradlint.fixes import ga002
 from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling
+from gradlint.model.grad_writes import writes_gradients
 from gradlint.model.syntax import code
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
@@ -67,6 +68,8 @@ class LossNotScaled(Rule):
                 continue  # K changes during training (YOLO warm-up): the scale is managed by hand
             if loop.of_kind(Kind.GRAD_RESCALE) or loop.mixed:
                 continue
+            if loop.kind is LoopKind.INNER and writes_gradients(model, loop):
+                continue  # per-task gradients combined by hand (PCGrad): the inner loop is not a window
             for event in loop.accumulating_backwards():
                 framework = event.spec.framework
                 if framework is Framework.DEEPSPEED:

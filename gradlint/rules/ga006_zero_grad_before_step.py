@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import libcst as cst
 
 from gradlint.fixes.after_step import move_after
-from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, TrainingLoop, traversal
+from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, traversal
+from gradlint.model.grad_writes import writes_gradients
 from gradlint.model.syntax import code, dotted, keyword, last_part, positional
 from gradlint.rules.base import Finding, Rule, show, via
 
@@ -80,71 +80,13 @@ class ZeroGradBeforeStep(Rule):
                         continue  # a backward refills the gradients before the step
                     if not _conditions(clear) <= _conditions(step):
                         continue  # the clear does not run every time the step does
-                    if _writes_gradients(model, loop):
+                    if writes_gradients(model, loop):
                         break  # gradients written by hand after the clear (PCGrad, GradCache)
                     # The clear then runs only with the step: unsafe when the step has conditions the
                     # clear does not (it used to clear when the step was skipped).
                     fix = move_after(model, loop, clear, step, unsafe=_conditions(step) != _conditions(clear))
                     yield Finding(self.code, clear.node, _message(clear, step), fix)
                     break
-
-
-# Calls that write `.grad` in place, and helper names that set gradients by hand.
-_GRAD_WRITERS = {"copy_", "add_", "set_", "index_add_", "addcmul_", "lerp_"}
-_SETS_GRADIENTS = re.compile(r"(?i).*(set|assign|write|project|combine|apply)_?grad.*|.*pc_backward.*")
-
-
-def _writes_gradients(model: ModuleModel, loop: TrainingLoop) -> bool:
-    """Whether the loop (or a same-module helper it calls) writes `.grad` by hand: `p.grad = g`,
-    `p.grad.copy_(g)`, `set_grads(...)`. Clearing first is then part of the recipe."""
-    scan = _GradWrites(model)
-    if loop.window is not None:
-        root = loop.window.node
-    else:  # an inner micro-step loop in a function: the window is the function's body
-        root = loop.loop.frame.scope.node if loop.kind is LoopKind.INNER else loop.loop.node
-    pending: list[cst.CSTNode] = [root]
-    while pending and not scan.found:
-        node = pending.pop()
-        if id(node) in scan.seen:
-            continue
-        scan.seen.add(id(node))
-        traversal.visit(node, scan)
-        pending.extend(scan.helpers)
-        scan.helpers = []
-    return scan.found
-
-
-class _GradWrites(cst.CSTVisitor):
-    def __init__(self, model: ModuleModel) -> None:
-        self.facts = model.facts
-        self.found = False
-        self.seen: set[int] = set()
-        self.helpers: list[cst.FunctionDef] = []
-
-    def visit_Assign(self, node: cst.Assign) -> None:
-        if isinstance(node.value, cst.Name) and node.value.value == "None":
-            return  # a clear, not a write
-        if any((dotted(t.target) or "").endswith((".grad", ".grad.data")) for t in node.targets):
-            self.found = True
-
-    def visit_AugAssign(self, node: cst.AugAssign) -> None:
-        if (dotted(node.target) or "").endswith((".grad", ".grad.data")) and isinstance(node.operator, cst.AddAssign):
-            self.found = True
-
-    def visit_Call(self, node: cst.Call) -> None:
-        func = node.func
-        if isinstance(func, cst.Attribute):
-            owner = dotted(func.value) or ""
-            if func.attr.value in _GRAD_WRITERS and owner.endswith((".grad", ".grad.data")):
-                self.found = True
-            name = func.attr.value
-            self.helpers.extend(m for _, m in self.facts.methods.get(name, []))
-        else:
-            name = dotted(func) or ""
-            if name in self.facts.functions:
-                self.helpers.append(self.facts.functions[name])
-        if _SETS_GRADIENTS.fullmatch(name):
-            self.found = True
 
 
 def stepped(step: Event) -> str | None:
