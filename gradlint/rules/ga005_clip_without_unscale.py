@@ -74,6 +74,9 @@ class ClipWithoutUnscale(Rule):
                     continue
                 if any(_covers(u, clip) for u in loop.of_kind(Kind.UNSCALE) if u.order < clip.order):
                     continue
+                scaled = [e for e in loop.of_kind(Kind.BACKWARD) if e.spec.scaler]
+                if all(_exclusive(b, clip) for b in scaled):
+                    continue  # `if use_amp: scaler.scale(loss).backward() ... else: loss.backward(); clip`
                 scaler = sorted(scalers)[0]
                 reason = _reason(loop.of_kind(Kind.UNSCALE), clip, scaler)
                 yield Finding(
@@ -93,6 +96,13 @@ _AMP_WORDS = re.compile(r"(?i)amp|scaler|fp16|half|mixed|precision|autocast")
 
 def _conditions(event: Event) -> set[tuple[str, bool]]:
     return {(code(g.expr), g.negated) for g in event.guards if not g.exceptional}
+
+
+def _exclusive(first: Event, second: Event) -> bool:
+    """The two never run in the same iteration: one is under a condition the other is under the
+    negation of (the two branches of `if use_amp: ... else: ...`)."""
+    theirs = _conditions(second)
+    return any((text, not negated) in theirs for text, negated in _conditions(first))
 
 
 def _covers(unscale: Event, clip: Event) -> bool:
