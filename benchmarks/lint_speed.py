@@ -50,12 +50,18 @@ def measure(command: list[str]) -> tuple[float, float, float, int]:
     """(wall s, cpu s, peak RSS MiB, exit code) of one run. `wait4` gives this child's own
     resource use (with the worker processes it waited for), not a running total over children."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_ENV)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     cpu = usage.ru_utime + usage.ru_stime
     return wall, cpu, usage.ru_maxrss / 1024, proc.returncode
+
+
+# Python may keep gradlint's compiled bytecode, as it does for any installed package (`pip install`
+# compiles it): a PYTHONDONTWRITEBYTECODE set in the shell would otherwise charge every run for
+# compiling gradlint's own modules (0.2-0.3 s on the 2-core machine), a cost no installed gradlint has.
+_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def tools(trees: Sequence[Path], cache_dir: Path) -> dict[str, list[str]]:
@@ -82,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"trees: {', '.join(map(str, trees))}")
     print(f"files: {count_files(trees)} *.py checked; {os.cpu_count()} cores; {args.runs} runs each, alternating")
     samples: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name in commands}
+    subprocess.run([sys.executable, "-c", "import gradlint.cli"], check=True, env=_ENV)  # bytecode, once
     for _ in range(args.runs):
         for name, command in commands.items():
             if name == "gradlint (cold)":

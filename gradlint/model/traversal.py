@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import libcst as cst
 
@@ -91,8 +91,43 @@ def _significant(cls: type) -> bool:
 
 def visit(node: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
     """Like `node.visit(visitor)` for a visitor that only reads (no attribute hooks, no trivia)."""
-    if visitor.on_visit(node) is False:
-        visitor.on_leave(node)
+    cls = type(visitor)
+    if cls.on_visit is not cst.CSTVisitor.on_visit or cls.on_leave is not cst.CSTVisitor.on_leave:
+        _visit(node, visitor.on_visit, visitor.on_leave)
+        return
+    # The usual visitor: its `visit_Call` / `leave_Call` looked up once per node type, not by an
+    # f-string and getattr per node (as `CSTVisitor.on_visit` does), and LibCST's empty stubs skipped.
+    table = _hooks.setdefault(cls, {})
+
+    def enter(child: cst.CSTNode) -> bool:
+        hooks = table.get(type(child)) or _lookup(table, cls, type(child))
+        return hooks[0] is None or hooks[0](visitor, child) is not False
+
+    def leave(child: cst.CSTNode) -> None:
+        hooks = table.get(type(child)) or _lookup(table, cls, type(child))
+        if hooks[1] is not None:
+            hooks[1](visitor, child)
+
+    _visit(node, enter, leave)
+
+
+_Hook = Callable[[cst.CSTVisitor, cst.CSTNode], object] | None
+_hooks: dict[type, dict[type, tuple[_Hook, _Hook]]] = {}
+
+
+def _lookup(table: dict[type, tuple[_Hook, _Hook]], cls: type, kind: type) -> tuple[_Hook, _Hook]:
+    found = []
+    for prefix in ("visit_", "leave_"):
+        name = prefix + kind.__name__
+        hook = getattr(cls, name, None)
+        found.append(None if hook is getattr(cst.CSTVisitor, name, None) else hook)
+    table[kind] = hooks = (found[0], found[1])
+    return hooks
+
+
+def _visit(node: cst.CSTNode, enter: Callable[[cst.CSTNode], bool], leave: Callable[[cst.CSTNode], None]) -> None:
+    if enter(node) is False:
+        leave(node)
         return
     stack: list[tuple[cst.CSTNode, Iterator[cst.CSTNode]]] = [(node, children(node))]
     while stack:  # explicit stack: deeply nested code must not hit the recursion limit here
@@ -100,8 +135,8 @@ def visit(node: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
         child = next(pending, None)
         if child is None:
             stack.pop()
-            visitor.on_leave(parent)
-        elif visitor.on_visit(child) is False:
-            visitor.on_leave(child)
+            leave(parent)
+        elif enter(child) is False:
+            leave(child)
         else:
             stack.append((child, children(child)))
