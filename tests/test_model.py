@@ -396,3 +396,32 @@ def test_events_before_the_loop_in_its_pass() -> None:
     """)
     # the epoch's own statements before the loop; not the one before training, not a sibling loop's
     assert [e.kind for e in loop.before] == [Kind.SCHEDULER_STEP, Kind.ZERO_GRAD]
+
+
+@pytest.mark.parametrize(
+    ("config", "k"),
+    [
+        ('{"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 8}', 8),
+        ('{"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1}', 1),
+        ('{"train_micro_batch_size_per_gpu": 4}', 1),  # DeepSpeed's default
+        ('{"train_batch_size": 64, "train_micro_batch_size_per_gpu": 4}', None),  # depends on the world size
+        ('{"gradient_accumulation_steps": args.gas}', None),
+        ('{**base, "gradient_accumulation_steps": 1}', None),
+        ('{"gradient_accumulation_steps": 1}\n    cfg["gradient_accumulation_steps"] = args.gas', None),
+        ('{"gradient_accumulation_steps": 1}\n    cfg.update(extra)', None),
+        ('{"gradient_accumulation_steps": 1}\n    cfg["bf16"] = {"enabled": True}', 1),
+    ],
+)
+def test_engine_accumulation_from_a_visible_config(config: str, k: float | None) -> None:
+    from gradlint.model.engine_config import engine_accumulation
+
+    loop = _only_loop(f"""
+        def main():
+            cfg = {config}
+            engine, _, _, _ = deepspeed.initialize(model=net, config=cfg)
+            for batch in loader:
+                engine.backward(engine(batch).loss)
+                engine.step()
+    """.replace("\n    cfg", "\n            cfg"))
+    [backward] = loop.of_kind(Kind.BACKWARD)
+    assert engine_accumulation(backward.spec.receiver, backward.frame) == k
