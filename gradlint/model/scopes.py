@@ -42,6 +42,9 @@ class Scope:
         return earlier or found  # a loop-carried value may be assigned later in the body
 
 
+_NEW_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+
+
 class _ScopeCollector(cst.CSTVisitor):
     """Records assignments in one function body, without entering nested functions or classes."""
 
@@ -52,28 +55,32 @@ class _ScopeCollector(cst.CSTVisitor):
         self.loop_depth = 0
         self.no_grad_depth = 0
 
+    # Exact types, not isinstance: these node classes are final, and isinstance against LibCST's
+    # ABCMeta classes is the costliest call of this visit (it sees every node of every function).
     def on_visit(self, node: cst.CSTNode) -> bool:
         self.order += 1
-        if isinstance(node, cst.For | cst.While):
+        kind = type(node)
+        if kind is cst.For or kind is cst.While:
             self.loop_depth += 1
-        if isinstance(node, cst.With) and _is_no_grad(node):
+        elif kind is cst.With and _is_no_grad(node):  # type: ignore[arg-type]
             self.no_grad_depth += 1
-        if (self.no_grad_depth and isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute)
-                and node.func.attr.value in ("append", "extend", "insert")):
-            container = node.func.value
-            filled = dotted(container.value if isinstance(container, cst.Subscript) else container)
-            if filled:
-                self.scope.no_grad_names.add(filled)
-        if isinstance(node, cst.Call):
+        elif kind is cst.Call:
             self.scope.call_order[id(node)] = self.order
-        if node is not self.root and isinstance(node, cst.FunctionDef | cst.ClassDef | cst.Lambda):
+            func = node.func  # type: ignore[attr-defined]
+            if self.no_grad_depth and type(func) is cst.Attribute and func.attr.value in ("append", "extend", "insert"):
+                container = func.value
+                filled = dotted(container.value if type(container) is cst.Subscript else container)
+                if filled:
+                    self.scope.no_grad_names.add(filled)
+        elif node is not self.root and kind in _NEW_SCOPES:
             return False
         return super().on_visit(node)
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
-        if isinstance(original_node, cst.For | cst.While):
+        kind = type(original_node)
+        if kind is cst.For or kind is cst.While:
             self.loop_depth -= 1
-        if isinstance(original_node, cst.With) and _is_no_grad(original_node):
+        elif kind is cst.With and _is_no_grad(original_node):  # type: ignore[arg-type]
             self.no_grad_depth -= 1
         super().on_leave(original_node)
 

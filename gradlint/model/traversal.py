@@ -11,6 +11,7 @@ source order, which `tests/test_traversal.py` checks against LibCST's own visit.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Iterator
 
 import libcst as cst
@@ -33,16 +34,35 @@ _SOURCE_ORDER = {
     cst.Parameters: ("posonly_params", "posonly_ind", "params", "star_arg", "kwonly_params", "star_kwarg"),
 }
 _fields: dict[type, tuple[str, ...]] = {}
+_PLAIN_MODULES = ("builtins", "libcst._maybe_sentinel", "typing")
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
+    """The fields of `cls` that can hold a non-trivia node, in source order."""
     names = _fields.get(cls)
     if names is None:
-        declared = [f.name for f in dataclasses.fields(cls)]
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # an annotation this Python cannot resolve: read every field
+            hints = {}
+        declared = [f.name for f in dataclasses.fields(cls) if f.name not in hints or _may_hold_node(hints[f.name])]
         first = tuple(n for n in _SOURCE_ORDER.get(cls, ()) if n in declared)  # LibCST versions differ
         names = tuple([*first, *(n for n in declared if n not in first)])
         _fields[cls] = names
     return names
+
+
+def _may_hold_node(hint: object) -> bool:
+    """False only for a field whose annotation admits nothing but trivia and plain values
+    (`whitespace_after_func`, `lpar`, `comma`): most of a node's fields, never worth reading."""
+    if typing.get_origin(hint) is typing.Literal:
+        return False  # `star: Literal["", "*", "**"]`
+    args = typing.get_args(hint)
+    if args:
+        return any(_may_hold_node(a) for a in args)
+    if isinstance(hint, type):
+        return _significant(hint) or not (issubclass(hint, cst.CSTNode) or hint.__module__ in _PLAIN_MODULES)
+    return True  # a forward reference or type variable: unknown, so read it
 
 
 def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:

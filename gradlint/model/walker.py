@@ -137,9 +137,7 @@ class _Calls(cst.CSTVisitor):
         self.calls.append(original_node)
 
 
-def _calls_in(node: cst.CSTNode | None) -> list[cst.Call]:
-    if node is None:
-        return []
+def _calls_in(node: cst.CSTNode) -> list[cst.Call]:
     collector = _Calls()
     traversal.visit(node, collector)
     return collector.calls
@@ -154,6 +152,8 @@ class Walker:
         # The statements before the current one in its block, as (block, index): a tuple per statement
         # would make a long module quadratic.
         self._preceding: tuple[Sequence[cst.CSTNode], int] = ((), 0)
+        # A helper's statements are walked once per call site and once as a root of their own.
+        self._calls_of: dict[int, list[cst.Call]] = {}
 
     def walk(self, root: cst.FunctionDef | cst.Module, cls: cst.ClassDef | None) -> WalkResult:
         self._order = 0
@@ -257,7 +257,12 @@ class Walker:
     # -- calls ------------------------------------------------------------------------------
 
     def _calls(self, node: cst.CSTNode | None, state: _State) -> None:
-        for call in _calls_in(node):
+        if node is None:
+            return
+        calls = self._calls_of.get(id(node))
+        if calls is None:
+            calls = self._calls_of[id(node)] = _calls_in(node)
+        for call in calls:
             specs = classify_call(call, self.facts)
             if specs:
                 for spec in specs:
