@@ -20,11 +20,11 @@ from gradlint.diagnostics import Diagnostic, FileError, FileWarning
 from gradlint.fixes.edits import Lines, to_text
 from gradlint.model import build_model
 from gradlint.prefilter import may_have_training_loop
-from gradlint.relevance import MIN_BYTES as RELEVANCE_MIN_BYTES
 from gradlint.relevance import relevant_source
 from gradlint.rules import Finding, Rule
 from gradlint.suppression import may_warn
 from gradlint.suppression import scan as scan_suppressions
+from gradlint.trusted_parse import parse_accepted_module
 
 if TYPE_CHECKING:
     from gradlint.cache import Cache
@@ -113,12 +113,16 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
         if _may_name_our_codes(source):
             _suppress(result, source)
         return result
-    # Bigger files get the stdlib `ast` pass in relevant_source, which refuses too deep code itself.
-    if not (prefilter and len(source) >= RELEVANCE_MIN_BYTES) and _too_deep_for_python(source, filename):
+    try:
+        tree = _cpython_tree(source, filename)
+    except (RecursionError, MemoryError):
         result.error = FileError(filename, TOO_DEEP)
         return result
     try:
-        module = cst.parse_module(relevant_source(source) if prefilter else source)
+        if tree is None:  # CPython rejects it; LibCST may know newer syntax, or says what is wrong
+            module = cst.parse_module(source)
+        else:
+            module = parse_accepted_module(relevant_source(source, tree) if prefilter else source)
     except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
         # LibCST's tokenizer admits some characters its node validation then rejects (a Name that
         # is not `str.isidentifier()`): that is invalid source too, not an internal error.
@@ -155,18 +159,16 @@ def internal_error(filename: str, exc: BaseException) -> FileError:
     )
 
 
-def _too_deep_for_python(source: str, filename: str) -> bool:
-    """LibCST's native parser crashes the process (SIGSEGV) on nesting a few thousand levels deep (a
-    10,000-term `a + a + ...`), and slows down quadratically before that. CPython refuses such code
-    (RecursionError: it cannot be run either), so ask CPython first. Its syntax errors do not decide
-    anything here: LibCST may accept syntax newer than this interpreter."""
+def _cpython_tree(source: str, filename: str) -> ast.Module | None:
+    """CPython's own tree of the file, or None when CPython rejects the syntax (LibCST may accept
+    syntax newer than this interpreter, so that decides nothing yet). RecursionError and MemoryError
+    go up: LibCST's native parser crashes the process (SIGSEGV) on nesting a few thousand levels deep
+    (a 10,000-term `a + a + ...`) and slows down quadratically before that, and CPython refuses such
+    code (it cannot be run either)."""
     try:
-        compile(source, filename, "exec", dont_inherit=True, flags=ast.PyCF_ONLY_AST)
-    except (RecursionError, MemoryError):
-        return True
+        return compile(source, filename, "exec", dont_inherit=True, flags=ast.PyCF_ONLY_AST)
     except (SyntaxError, ValueError):
-        pass
-    return False
+        return None
 
 
 def _suppress(result: FileResult, source: str) -> None:

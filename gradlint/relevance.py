@@ -38,14 +38,16 @@ _Def = ast.FunctionDef | ast.AsyncFunctionDef
 MIN_BYTES = 16_000
 
 
-def relevant_source(source: str) -> str:
-    """`source` with the definitions no rule can depend on blanked; unchanged when unsure."""
+def relevant_source(source: str, tree: ast.Module | None = None) -> str:
+    """`source` with the definitions no rule can depend on blanked; unchanged when unsure.
+    `tree`: CPython's tree of `source`, when the caller has it already."""
     if len(source) < MIN_BYTES:
         return source
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return source
+    if tree is None:
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError):
+            return source
     # RecursionError and MemoryError go up: CPython cannot build the tree, and LibCST would crash on
     # it (checker.check_source reports the file as too deeply nested).
     try:
