@@ -54,8 +54,9 @@ def test_fix_pair(path: Path) -> None:
     # What was fixed is no longer reported; nothing fixable remains; a second run changes nothing.
     assert done.result.error is None
     assert not [d for d in done.result.diagnostics if applicable(d, unsafe)]
-    # (fewer when a fix also settles another finding: a clip moved after the gate's `unscale_`)
-    assert len(done.result.diagnostics) <= len(before.diagnostics) - done.fixed
+    # (fewer when a fix also settles another finding: a clip moved after the gate's `unscale_`;
+    # `fixed` counts a finding one fix uncovered and a later pass fixed, too)
+    assert len(done.result.diagnostics) <= max(len(before.diagnostics) - done.fixed, 0)
     again = fix_source(done.source, path.name, RULES, unsafe)
     assert again.fixed == 0 and again.source == done.source
     compile(done.source, str(path), "exec")
@@ -77,8 +78,11 @@ def test_fix_everything_property(path: Path, unsafe: bool) -> None:
         assert done.source == source
     fixed_codes = set(done.codes)
     for code in fixed_codes:
-        # the fixed finding's own line no longer carries that code
-        assert sum(d.code == code for d in done.result.diagnostics) < sum(d.code == code for d in before.diagnostics)
+        # the fixed finding's own line no longer carries that code; a finding that one fix uncovers
+        # and a later pass fixes (GA010's gate fixed, the epoch's tail is GA004's) is gone as well
+        after = sum(d.code == code for d in done.result.diagnostics)
+        was = sum(d.code == code for d in before.diagnostics)
+        assert after < was or after == was == 0
 
 
 def test_edits_apply_from_the_end() -> None:

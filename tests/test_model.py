@@ -8,6 +8,7 @@ import libcst as cst
 import pytest
 
 from gradlint.model import Kind, LoopKind, Scaling, When, build_model, loop_counter
+from gradlint.model.counters import steps_on_first_micro_batch
 from gradlint.model.gates import Phase, periodicity
 from gradlint.model.syntax import code
 
@@ -60,6 +61,31 @@ def test_last_batch_clause_is_recorded() -> None:
     assert found is not None and found.has_alternative
     found = periodicity(_expr("(i + 1) % K == 0"), _no_names)
     assert found is not None and not found.has_alternative
+
+
+@pytest.mark.parametrize(
+    ("condition", "residue", "offset"),
+    [
+        ("i % K == 0", 0, 0),
+        ("not i % K", 0, 0),
+        ("not (i % K != 0)", 0, 0),
+        ("i % K == 0 or i + 1 == len(loader)", 0, 0),
+        ("(i + 1) % K == 0", 0, 1),
+        ("i % K == K - 1", None, 0),
+        ("i % 4 == 3", 3, 0),
+    ],
+)
+def test_periodic_residue(condition: str, residue: float | None, offset: float) -> None:
+    """The residue the step's phase tests for: `i % K == 0` holds at i == 0, `(i + 1) % K == 0`
+    does not."""
+    found = periodicity(_expr(condition), _no_names)
+    assert found is not None and found.phase is Phase.ONCE and found.test is not None
+    assert (found.residue, found.offset) == (residue, offset)
+
+
+def test_counter_reset_gate_has_no_residue() -> None:
+    found = periodicity(_expr("acc == 0"), lambda name: [(_expr("(acc + 1) % K"), _no_names)])
+    assert found is not None and found.residue is None
 
 
 def _model(source: str):
@@ -330,3 +356,72 @@ def test_training_only_every_kth_batch_accumulates_nothing() -> None:
                 optimizer.zero_grad()
     """)
     assert loop.kind is LoopKind.PLAIN
+
+
+@pytest.mark.parametrize(
+    ("source", "first"),
+    [
+        ("for i, b in enumerate(loader):\n    (f(b) / K).backward()\n    if i % K == 0:\n        opt.step()\n"
+         "        opt.zero_grad()\n", True),
+        ("for i, b in enumerate(loader):\n    acc = i % K != 0\n    (f(b) / K).backward()\n    if not acc:\n"
+         "        opt.step()\n        opt.zero_grad()\n", True),
+        ("for i, b in enumerate(loader, start=1):\n    (f(b) / K).backward()\n    if i % K == 0:\n"
+         "        opt.step()\n        opt.zero_grad()\n", False),
+        ("for i, b in enumerate(loader):\n    (f(b) / K).backward()\n    if (i + 1) % K == 0:\n"
+         "        opt.step()\n        opt.zero_grad()\n", False),
+        ("n = 0\nfor b in loader:\n    n += 1\n    (f(b) / K).backward()\n    if n % K == 0:\n"
+         "        opt.step()\n        opt.zero_grad()\n", False),
+        ("n = 0\nfor b in loader:\n    (f(b) / K).backward()\n    if n % K == 0:\n        opt.step()\n"
+         "        opt.zero_grad()\n    n += 1\n", True),
+    ],
+)
+def test_steps_on_first_micro_batch(source: str, first: bool) -> None:
+    """Whether every pass over the loader opens with a step (a 0-based counter tested for 0)."""
+    assert steps_on_first_micro_batch(_only_loop(source)) is first
+
+
+def test_events_before_the_loop_in_its_pass() -> None:
+    loop = _only_loop("""
+        optimizer.zero_grad()
+        for epoch in range(epochs):
+            scheduler.step()
+            for x in eval_loader:
+                optimizer.zero_grad()
+            optimizer.zero_grad()
+            for i, b in enumerate(loader):
+                (f(b) / K).backward()
+                if (i + 1) % K == 0:
+                    optimizer.step()
+                    optimizer.zero_grad()
+    """)
+    # the epoch's own statements before the loop; not the one before training, not a sibling loop's
+    assert [e.kind for e in loop.before] == [Kind.SCHEDULER_STEP, Kind.ZERO_GRAD]
+
+
+@pytest.mark.parametrize(
+    ("config", "k"),
+    [
+        ('{"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 8}', 8),
+        ('{"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1}', 1),
+        ('{"train_micro_batch_size_per_gpu": 4}', 1),  # DeepSpeed's default
+        ('{"train_batch_size": 64, "train_micro_batch_size_per_gpu": 4}', None),  # depends on the world size
+        ('{"gradient_accumulation_steps": args.gas}', None),
+        ('{**base, "gradient_accumulation_steps": 1}', None),
+        ('{"gradient_accumulation_steps": 1}\n    cfg["gradient_accumulation_steps"] = args.gas', None),
+        ('{"gradient_accumulation_steps": 1}\n    cfg.update(extra)', None),
+        ('{"gradient_accumulation_steps": 1}\n    cfg["bf16"] = {"enabled": True}', 1),
+    ],
+)
+def test_engine_accumulation_from_a_visible_config(config: str, k: float | None) -> None:
+    from gradlint.model.engine_config import engine_accumulation
+
+    loop = _only_loop(f"""
+        def main():
+            cfg = {config}
+            engine, _, _, _ = deepspeed.initialize(model=net, config=cfg)
+            for batch in loader:
+                engine.backward(engine(batch).loss)
+                engine.step()
+    """.replace("\n    cfg", "\n            cfg"))
+    [backward] = loop.of_kind(Kind.BACKWARD)
+    assert engine_accumulation(backward.spec.receiver, backward.frame) == k

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import libcst as cst
@@ -45,10 +45,13 @@ class Periodicity:
     counter: cst.BaseExpression | None = None  # the counter under `%`, e.g. `i` in `(i + 1) % K`
     offset: float = 0.0  # `(i + 1) % K` -> 1
     has_alternative: bool = False  # `... or is_last_batch`: a last-batch clause
+    test: cst.BinaryOperation | None = None  # the `%` itself, as written
+    # ONCE holds when `test` equals this (`i % K == 0`, `not i % K`, `i % K != 0` inverted -> 0);
+    # None when the gate is not a plain residue test (a reset counter, a counter difference)
+    residue: float | None = None
 
     def inverted(self) -> Periodicity:
-        return Periodicity(self.phase.inverted(), self.modulus, self.counter, self.offset,
-                           self.has_alternative)
+        return replace(self, phase=self.phase.inverted())
 
 
 def _modulo(node: cst.BaseExpression) -> cst.BinaryOperation | None:
@@ -66,9 +69,9 @@ def _counter(left: cst.BaseExpression) -> tuple[cst.BaseExpression, float]:
     return left, 0.0
 
 
-def _from_modulo(mod: cst.BinaryOperation, phase: Phase) -> Periodicity:
+def _from_modulo(mod: cst.BinaryOperation, phase: Phase, residue: float | None = 0.0) -> Periodicity:
     counter, offset = _counter(mod.left)
-    return Periodicity(phase, mod.right, counter, offset)
+    return Periodicity(phase, mod.right, counter, offset, test=mod, residue=residue)
 
 
 def periodicity(
@@ -120,9 +123,9 @@ def _comparison(
     if mod is not None:
         other = right if mod is left else left
         if isinstance(op, cst.Equal | cst.Is):
-            return _from_modulo(mod, Phase.ONCE)
+            return _from_modulo(mod, Phase.ONCE, number(other))
         if isinstance(op, cst.NotEqual | cst.IsNot):
-            return _from_modulo(mod, Phase.REST)
+            return _from_modulo(mod, Phase.REST, number(other))
         if isinstance(op, cst.GreaterThan) and number(other) == 0 and mod is left:
             return _from_modulo(mod, Phase.REST)
         return None
@@ -144,7 +147,7 @@ def _comparison(
             inner = _modulo(value)
             if inner is not None:
                 found = _from_modulo(inner, phase)
-                return Periodicity(phase, found.modulus, left, found.offset)
+                return Periodicity(phase, found.modulus, left, found.offset)  # no residue: `acc` is reassigned
     return None
 
 
@@ -163,5 +166,5 @@ def _boolean(
     once_or = isinstance(expr.operator, cst.Or) and found.phase is Phase.ONCE
     rest_and = isinstance(expr.operator, cst.And) and found.phase is Phase.REST
     if once_or or rest_and:
-        return Periodicity(found.phase, found.modulus, found.counter, found.offset, True)
+        return replace(found, has_alternative=True)
     return found

@@ -48,6 +48,8 @@ class TrainingLoop:
     window: LoopInfo | None  # INNER: the loop whose iterations are windows (None: a function)
     events: list[Event]  # every event of the window scope, in order
     after: list[Event] = field(default_factory=list)  # events after the loop in its scope
+    # events before the loop in its own pass (the epoch loop's body, or the function), not in loops
+    before: list[Event] = field(default_factory=list)
     gate: Guard | None = None  # the periodic condition the step runs under
     k: cst.BaseExpression | None = None  # K as written
     accumulating_optimizers: frozenset[str] = frozenset()
@@ -240,9 +242,10 @@ def build_loops(walk: WalkResult) -> list[TrainingLoop]:
         in_loop = [e for e in walk.events if _key(e.loops[: len(path)]) == _key(path)]
         after = [e for e in walk.events if e.order > info.end and e.loops[: len(info.chain)] == info.chain
                  and info.node not in e.loops]
+        before = [e for e in walk.events if e.order < info.start and e.loops == info.chain]
         steps = [e for e in in_loop if e.kind is Kind.STEP]
         backwards = [e for e in in_loop if e.kind is Kind.BACKWARD]
-        loop = TrainingLoop(LoopKind.UNKNOWN, info, None, in_loop, after)
+        loop = TrainingLoop(LoopKind.UNKNOWN, info, None, in_loop, after, before)
         if any(b.spec.framework is Framework.DEEPSPEED for b in backwards) or any(
             s.spec.framework is Framework.DEEPSPEED for s in steps
         ):

@@ -5,7 +5,9 @@ from collections.abc import Iterator
 import libcst as cst
 
 from gradlint.fixes import ga004
-from gradlint.model import Kind, LoopKind, ModuleModel, loop_counter, loop_iterable
+from gradlint.model import Event, Kind, LoopKind, ModuleModel, Role, TrainingLoop, loop_counter, loop_iterable
+from gradlint.model.counters import steps_on_first_micro_batch
+from gradlint.model.gates import Periodicity
 from gradlint.model.syntax import code, dotted, last_part, positional
 from gradlint.rules.base import Finding, Rule
 
@@ -18,14 +20,22 @@ class MissingRemainderStep(Rule):
 
     ## Why is this bad?
     When the number of batches is not a multiple of K, the last `len(loader) % K` micro-batches of
-    every epoch never reach an optimizer step. Their gradient either leaks into the next epoch's
+    every epoch reach no optimizer step within it. Their gradient either leaks into the next epoch's
     first window (which then holds more than K micro-batches) or is wiped by the next
     `zero_grad()`; at the end of training it is simply lost.
 
+    The message says which: a `zero_grad()` that runs before the loop on every pass (at the top
+    of the epoch loop, or of the per-epoch function) discards the tail; otherwise it is carried into
+    the next epoch's first window, which then holds up to 2K - 1 micro-batches while the loss was
+    divided by K.
+
     Not flagged: fixed inner micro-step loops, step-bounded loops (`for step in range(max_steps)`,
     `while`) over infinite iterators, pre-grouped windows, Accelerate's `accumulate()` (its prepared
-    loader forces a sync at the end), global counters that run across epochs, and gates with a
-    clause such as `or (i + 1) == len(loader)`.
+    loader forces a sync at the end), global counters that run across epochs, gates with a
+    clause such as `or (i + 1) == len(loader)`, and gates that hold on the first micro-batch of
+    every epoch (`i % K == 0` with a 0-based `i`) when nothing clears the gradients between
+    epochs: that first step applies what the previous epoch left, a window of at most K (an
+    off-by-one after the backward is GA010's finding).
 
     ## Example
     ```python
@@ -75,16 +85,52 @@ class MissingRemainderStep(Rule):
                 continue  # a global counter: windows run across epochs
             if any(e.kind is Kind.STEP for e in loop.after):
                 continue  # a flush after the loop
-            iterable = _iterable_text(loop_iterable(loop.loop) or node.iter)
+            clear = _clear_before(model, loop)
+            opens_with_step = steps_on_first_micro_batch(loop)
+            if opens_with_step and clear is None:
+                continue  # each pass opens with a step, which applies what the previous one left
             yield Finding(
                 self.code,
                 loop.gate.node or node,
-                f"the step runs only when `{code(loop.gate.expr)}`, with no last-batch clause and "
-                f"no step after the loop: when `len({iterable})` is not a multiple of "
-                f"`{code(periodic.modulus)}`, the epoch's last micro-batches never reach a step "
-                "(their gradient leaks into the next window or is wiped)",
+                _message(loop, periodic, clear, opens_with_step),
                 ga004.fix(model, loop),
             )
+
+
+def _clear_before(model: ModuleModel, loop: TrainingLoop) -> Event | None:
+    """A `zero_grad()` that runs unconditionally before the loop on every pass (at the start of the
+    epoch loop's body, or of the function that holds the loop), on the accumulating optimizer or
+    a model: it wipes the gradient the previous pass left."""
+    if not loop.loop.chain:
+        return None  # module level: it runs once, before training
+    depth = len(loop.loop.chain)
+    for event in loop.before:
+        if event.kind is not Kind.ZERO_GRAD or any(g.depth >= depth for g in event.guards):
+            continue
+        name = event.spec.receiver
+        if model.facts.role(name) is Role.OPTIMIZER and name not in loop.accumulating_optimizers:
+            continue  # another optimizer's gradients
+        return event
+    return None
+
+
+def _message(loop: TrainingLoop, periodic: Periodicity, clear: Event | None, opens_with_step: bool) -> str:
+    assert loop.gate is not None and periodic.modulus is not None
+    length = f"len({_iterable_text(loop_iterable(loop.loop) or loop.loop.node.iter)})"  # type: ignore[attr-defined]
+    k = code(periodic.modulus)
+    head = f"the step runs only when `{code(loop.gate.expr)}`, with no last-batch clause and no step after the loop"
+    unit = "epoch" if loop.loop.chain else "loop"
+    if opens_with_step:  # steps at micro-batches 0, K, 2K, ...: the tail is what follows the last of them
+        when, tail = f"unless `{length} % {k} == 1`", f"the micro-batches after the {unit}'s last step"
+    else:
+        when, tail = f"when `{length}` is not a multiple of `{k}`", f"the {unit}'s last `{length} % {k}` micro-batches"
+    if clear is not None:
+        return (f"{head}: {when}, {tail} never reach a step: `{clear.spec.display}` before the loop "
+                "discards their gradient on the next pass")
+    if not loop.loop.chain:
+        return f"{head}: {when}, {tail} never reach a step: training ends with their gradient unapplied"
+    return (f"{head}: {when}, {tail} are not stepped in their epoch: their gradient is carried into the "
+            f"next epoch's first window, which then spans more than `{k}` micro-batches")
 
 
 def _iterable_text(iterable: cst.BaseExpression) -> str:

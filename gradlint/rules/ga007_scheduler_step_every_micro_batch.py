@@ -43,12 +43,13 @@ class SchedulerStepEveryMicroBatch(Rule):
     run trains most of its steps at the final learning rate and nothing fails.
 
     Not flagged: a schedule whose length counts micro-batches (`len(loader) * epochs`, not divided
-    by K): it spans the whole run, and the learning rate each optimizer step sees is on schedule;
+    by K, or a step count multiplied by K, `max_train_steps * K`): it spans the whole run, and the
+    learning rate each optimizer step sees is on schedule;
     `scheduler.step(metric)` (`ReduceLROnPlateau`) and `scheduler.step(epoch)`; constant schedules
     (`get_constant_schedule`, `get_scheduler("constant", ...)`); schedulers stepped
     once per window or per epoch; and Accelerate-prepared schedulers inside
     `accelerator.accumulate()`, which skip mid-window (a scheduler that was never passed to
-    `accelerator.prepare()` does not skip, and is flagged).
+    `accelerator.prepare()` does not skip, and is flagged unless its length counts micro-batches).
 
     ## Example
     ```python
@@ -122,6 +123,8 @@ class SchedulerStepEveryMicroBatch(Rule):
                 continue
             if model.facts.constructor(name) is None or last_part(name) in model.facts.prepared:
                 continue
+            if schedule_length(model, name, loop).unit is Unit.MICRO_BATCHES:
+                continue  # sized in micro-batches (`max_train_steps * K`): stepping each one is right
             yield Finding(
                 self.code,
                 event.node,
@@ -188,6 +191,8 @@ def schedule_length(model: ModuleModel, scheduler: str | None, loop: TrainingLoo
         found.expand(a.value, 0)
     if found.divided is not None:
         return Length(Unit.OPTIMIZER_STEPS, f"`{found.divided}`")
+    if found.multiplied:
+        return Length(Unit.MICRO_BATCHES)
     window = _loop_bound(loop.window.node) if loop.kind is LoopKind.INNER and loop.window else None
     if window is not None and window in found.names:
         return Length(Unit.OPTIMIZER_STEPS, f"`{window}`, the outer loop's length")
@@ -216,6 +221,7 @@ class _Expansion:
         self.assignments = assignments
         self.names: set[str] = set()
         self.divided: str | None = None
+        self.multiplied = False  # `max_train_steps * K`: optimizer steps turned into micro-batches
         self.counts_batches = False
         self._seen: set[str] = set()
 
@@ -226,6 +232,7 @@ class _Expansion:
         traversal.visit(node, visitor)
         if visitor.divided is not None and self.divided is None:
             self.divided = visitor.divided
+        self.multiplied = self.multiplied or visitor.multiplied
         self.counts_batches = self.counts_batches or visitor.counts_batches
         for name in visitor.names:
             self.names.add(last_part(name))
@@ -244,14 +251,26 @@ class _Terms(cst.CSTVisitor):
         self.k_names = k_names
         self.names: list[str] = []
         self.divided: str | None = None
+        self.multiplied = False
         self.counts_batches = False
 
-    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> bool:
         if isinstance(node.operator, cst.Divide | cst.FloorDivide) and self.divided is None:
             divisor = code(node.right)
             words = {last_part(n) for n in _dotted_names(node.right)}
             if words & self.k_names or _K_WORDS.search(divisor):
                 self.divided = code(node)
+        if isinstance(node.operator, cst.Multiply) and (self._is_k(node.left) or self._is_k(node.right)):
+            # whatever the other factor counts (optimizer steps, usually), the product counts
+            # micro-batches: a division by K inside it is undone, so do not look further
+            self.multiplied = True
+            return False
+        return True
+
+    def _is_k(self, node: cst.BaseExpression) -> bool:
+        """K itself (`args.gradient_accumulation_steps`), not an expression that mentions it."""
+        name = dotted(node)
+        return name is not None and (last_part(name) in self.k_names or bool(_K_WORDS.search(last_part(name))))
 
     def visit_Call(self, node: cst.Call) -> None:
         if dotted(node.func) == "len" or method_name(node) == "__len__":

@@ -5,9 +5,10 @@ from collections.abc import Iterator
 import libcst as cst
 
 from gradlint.fixes import ga010
-from gradlint.model import Guard, Kind, LoopKind, ModuleModel, TrainingLoop, loop_iterable
+from gradlint.model import Guard, Kind, LoopKind, ModuleModel, Phase
+from gradlint.model.counters import zero_based_counter
 from gradlint.model.gates import Resolver
-from gradlint.model.syntax import code, dotted, last_part, number, positional
+from gradlint.model.syntax import code, dotted, number
 from gradlint.rules.base import Finding, Rule, step_of
 
 
@@ -17,7 +18,8 @@ class OffByOneAccumulationGate(Rule):
     Flags an optimizer step gated on `i % K == 0` where `i` counts micro-batches from 0.
 
     That is, `i` is an `enumerate` index, a `range` target or a counter incremented only after the
-    test, and the step follows the backward in the same iteration.
+    test, and the step follows the backward in the same iteration. The test may be written through
+    a flag, negated or not (`is_accumulating = i % K != 0` ... `if not is_accumulating:`).
 
     ## Why is this bad?
     With a 0-based `i`, `i % K == 0` holds at micro-batches 0, K, 2K, ...: the first window is a
@@ -50,6 +52,8 @@ class OffByOneAccumulationGate(Rule):
     ## Fix
     Safe: `i % K` becomes `(i + 1) % K` where the gate is written (the `if`, or the flag it
     tests). Unsafe when the gate sits in a helper: its other call sites pass other counters.
+    With no last-batch clause, the fixed gate no longer steps at the start of each epoch, so the
+    epoch's tail becomes GA004's finding; `--fix` applies that rule's fix in its next pass.
     """
 
     code = "GA010"
@@ -60,14 +64,14 @@ class OffByOneAccumulationGate(Rule):
             gate = loop.gate
             if loop.kind is not LoopKind.GATED or gate is None:
                 continue
-            mod = _zero_test(gate.expr, gate.frame.resolve, 0)
+            mod = _zero_test(gate.expr, gate.frame.resolve, 0) or _residue_zero(gate)
             if mod is None:
                 continue
             steps = [s for s in loop.of_kind(Kind.STEP) if gate in s.guards]
             backwards = loop.accumulating_backwards()
             if not any(b.order < s.order for b in backwards for s in steps):
                 continue  # the step opens the window (before the backward): `i % K == 0` is right there
-            counter = _zero_based_counter(loop, gate, mod)
+            counter = zero_based_counter(loop, gate, mod)
             if counter is None:
                 continue
             k = code(mod.right)
@@ -106,108 +110,18 @@ def _zero_test(expr: cst.BaseExpression, resolve: Resolver, depth: int) -> cst.B
     return None
 
 
+def _residue_zero(gate: Guard) -> cst.BinaryOperation | None:
+    """The `i % K` of a gate that holds when it is 0, seen through negations the plain test above
+    does not follow: `is_accumulating = i % K != 0; if not is_accumulating:`."""
+    periodic = gate.periodic
+    if periodic is None or periodic.test is None or periodic.phase is not Phase.ONCE:
+        return None
+    if periodic.residue != 0 or periodic.offset != 0:
+        return None
+    return _bare_modulo(periodic.test)
+
+
 def _bare_modulo(node: cst.BaseExpression) -> cst.BinaryOperation | None:
     if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Modulo) and dotted(node.left):
         return node
     return None
-
-
-def _zero_based_counter(loop: TrainingLoop, gate: Guard, mod: cst.BinaryOperation) -> str | None:
-    """The counter's name when it is 0 at the first micro-batch's test, else None (1-based or unknown)."""
-    info = loop.loop
-    name = dotted(mod.left) or ""
-    test_site: cst.CSTNode = mod
-    if gate.frame.scope is not info.frame.scope:
-        # The gate sits in a helper: follow the counter to the argument at the loop's call site.
-        bound = gate.frame.binding(name)
-        calls = gate.frame.via[len(info.frame.via):]
-        if bound is None or bound[1].scope is not info.frame.scope or not calls:
-            return None
-        name, test_site = dotted(bound[0]) or "", calls[0]
-        if not name:
-            return None
-    scope = info.frame.scope
-    if info.implicit:
-        return name if name == "batch_idx" and name not in scope.assignments else None
-    start = _loop_target_start(loop, name)
-    if start is not None:
-        return name if start == 0 and name not in scope.incremented else None
-    if name not in scope.incremented or not scope.zeroed.get(name):
-        return None
-    others = [a for a in scope.assignments.get(name, [])
-              if a.operator is None and not (isinstance(a.value, cst.Integer) and a.value.value == "0")]
-    if others:
-        return None  # resumed from a checkpoint or otherwise set: cannot tell where it starts
-    order = _Order(name, test_site)
-    info.node.visit(order)
-    if order.test is None or not order.after or any(i < order.test for i in order.before):
-        return None  # incremented before the test: 1-based where it is tested
-    return name
-
-
-def _loop_target_start(loop: TrainingLoop, name: str) -> float | None:
-    """Where an `enumerate` index or `range` target named `name` starts; None if it is neither."""
-    node = loop.loop.node
-    iterable = loop_iterable(loop.loop)
-    if not isinstance(node, cst.For) or iterable is None:
-        return None
-    target: cst.BaseExpression | None = node.target
-    while isinstance(iterable, cst.Call):
-        func = last_part(dotted(iterable.func))
-        args = positional(iterable)
-        if func == "enumerate" and args:
-            if isinstance(target, cst.Tuple) and target.elements and dotted(target.elements[0].value) == name:
-                start = next((a.value for a in iterable.args if a.keyword and a.keyword.value == "start"), None)
-                if start is None and len(args) > 1:
-                    start = args[1]
-                return 0.0 if start is None else number(start)
-            return None
-        if func == "range":
-            if dotted(target) != name:
-                return None
-            return 0.0 if len(args) == 1 else number(args[0]) if args else None
-        if func not in ("tqdm", "trange", "track") or not args:
-            return None
-        iterable = args[0]
-    return None
-
-
-class _Order(cst.CSTVisitor):
-    """Lexical order of a counter's increments and of the test, within one loop body."""
-
-    def __init__(self, name: str, test_site: cst.CSTNode) -> None:
-        self.name = name
-        self.site = test_site
-        self.index = 0
-        self.test: int | None = None
-        self.before: list[int] = []
-        self.after: list[int] = []
-        self.gate_ifs = 0
-
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        self.index += 1
-        if node is self.site:
-            self.test = self.index
-        if isinstance(node, cst.AugAssign) and isinstance(node.operator, cst.AddAssign) \
-                and dotted(node.target) == self.name:
-            if self.test is None:
-                self.before.append(self.index)
-            elif not self._inside_gate:
-                self.after.append(self.index)
-        if isinstance(node, cst.If) and _contains(node.test, self.site):
-            self.gate_ifs += 1
-        return not isinstance(node, cst.FunctionDef | cst.ClassDef | cst.Lambda) or self.index == 1
-
-    def on_leave(self, original_node: cst.CSTNode) -> None:
-        if isinstance(original_node, cst.If) and _contains(original_node.test, self.site):
-            self.gate_ifs -= 1
-
-    @property
-    def _inside_gate(self) -> bool:
-        return self.gate_ifs > 0
-
-
-def _contains(root: cst.CSTNode, target: cst.CSTNode) -> bool:
-    if root is target:
-        return True
-    return any(_contains(child, target) for child in root.children)

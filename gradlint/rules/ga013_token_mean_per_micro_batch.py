@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from gradlint.model import Framework, Kind, LoopKind, ModuleModel, TrainingLoop, When
+from gradlint.model.engine_config import engine_accumulation
 from gradlint.model.facts import ModuleFacts
 from gradlint.model.quantities import looks_like_k, same_quantity
 from gradlint.model.syntax import code, dotted, keyword, last_part, method_name, positional, receiver, string
@@ -36,8 +37,10 @@ class TokenMeanPerMicroBatch(Rule):
     the difference on your script.
 
     Not flagged: a loss summed over tokens (`reduction="sum"`) and divided by the window's token
-    count (`num_items_in_batch`), a loss that is not a token mean, and models not visibly built as
-    language models in the file (for `outputs.loss`).
+    count (`num_items_in_batch`), a loss that is not a token mean, models not visibly built as
+    language models in the file (for `outputs.loss`), and a DeepSpeed engine whose config, written
+    in the same function, accumulates nothing (`"gradient_accumulation_steps": 1`, or neither that
+    key nor `train_batch_size`).
 
     ## Example
     ```python
@@ -109,7 +112,8 @@ def _backwards(loop: TrainingLoop, facts: ModuleFacts) -> list[Event]:
     if loop.kind is LoopKind.ENGINE:
         steps = [s for s in loop.of_kind(Kind.STEP) if s.spec.framework is Framework.DEEPSPEED]
         if steps and all(loop.when(s) is When.EVERY for s in steps):
-            return [e for e in loop.accumulating_backwards() if e.spec.framework is Framework.DEEPSPEED]
+            return [e for e in loop.accumulating_backwards() if e.spec.framework is Framework.DEEPSPEED
+                    and engine_accumulation(e.spec.receiver, e.frame) != 1]  # K = 1: nothing to average
     return []
 
 
