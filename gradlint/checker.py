@@ -104,25 +104,28 @@ def read(path: str, explicit: bool = True) -> tuple[str | None, FileError | None
 
 
 def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: bool = False,
-                 prefilter: bool = False) -> FileResult:
-    """`prefilter`: skip (without parsing) a file that cannot hold a training loop, and parse only
-    the definitions the model can reach (`relevance.py`). Off for files named on the command line,
-    so that a broken `train.py` is always reported in full."""
+                 prefilter: bool = False, stages: bool = False) -> FileResult:
+    """`stages`: once CPython has accepted the syntax, skip LibCST for a file the text test says
+    cannot hold a training loop, and parse only the definitions the model can reach
+    (`relevance.py`): for files named on the command line (pre-commit passes each changed file),
+    whose syntax is always checked. `prefilter` (discovered files): the same, and a file the text
+    test rejects is not even compiled. Neither, as `--fix` rounds and tests do: the whole file."""
     result = FileResult(filename)
     if prefilter and not may_have_training_loop(source):
-        if _may_name_our_codes(source):
-            _suppress(result, source)
-        return result
+        return _text_only(result, source)
     try:
         tree = _cpython_tree(source, filename)
     except (RecursionError, MemoryError):
         result.error = FileError(filename, TOO_DEEP)
         return result
+    staged = (prefilter or stages) and tree is not None
+    if staged and not prefilter and not may_have_training_loop(source):
+        return _text_only(result, source)
     try:
         if tree is None:  # CPython rejects it; LibCST may know newer syntax, or says what is wrong
             module = cst.parse_module(source)
         else:
-            module = parse_accepted_module(relevant_source(source, tree) if prefilter else source)
+            module = parse_accepted_module(relevant_source(source, tree) if staged else source)
     except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
         # LibCST's tokenizer admits some characters its node validation then rejects (a Name that
         # is not `str.isidentifier()`): that is invalid source too, not an internal error.
@@ -147,6 +150,13 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
         result.error = FileError(filename, "too deeply nested to analyse")
     except Exception as exc:  # one file's bug must not stop the others
         result.error = internal_error(filename, exc)
+    return result
+
+
+def _text_only(result: FileResult, source: str) -> FileResult:
+    """A file with no training loop: nothing to report but suppressions naming unknown codes."""
+    if _may_name_our_codes(source):
+        _suppress(result, source)
     return result
 
 
@@ -260,13 +270,13 @@ def _check_cached(source: str, filename: str, rules: Sequence[Rule], verbose: bo
                   cache: Cache | None) -> FileResult:
     """`check_source` through the cache, for the files worth it (see gradlint/cache.py)."""
     if cache is None or (prefilter and not may_have_training_loop(source)):
-        return check_source(source, filename, rules, verbose, prefilter=prefilter)
+        return check_source(source, filename, rules, verbose, prefilter=prefilter, stages=True)
     key = cache.key(source, (rule.code for rule in rules), prefilter)
     hit = cache.load(key, filename)
     if hit is not None:
         diagnostics, warnings = hit
         return FileResult(filename, diagnostics, warnings=warnings, source=source if diagnostics else None)
-    result = check_source(source, filename, rules, verbose, prefilter=prefilter)
+    result = check_source(source, filename, rules, verbose, prefilter=prefilter, stages=True)
     if result.error is None:
         cache.store(key, result.diagnostics, result.warnings)
     return result

@@ -3,6 +3,9 @@
 - against its `# expect: GA00N` markers, written by hand: the (line, code) pairs must match
   exactly, so a missed bug and a false alarm both fail;
 - against its `.expected` snapshot beside it: the exact output (columns and messages).
+
+Both on the whole file; then as a discovered and as a named file, whose speed-ups (the text test,
+the structural stage) must find the same.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gradlint.checker import check_path
+from gradlint import relevance
+from gradlint.checker import check_path, check_source
 from gradlint.rules import ALL_RULES
 
 from .conftest import FIXTURES, UPDATE_SNAPSHOTS
@@ -33,7 +37,8 @@ def _expected_markers(path: Path) -> set[tuple[int, str]]:
 
 
 def _render(path: Path) -> tuple[set[tuple[int, str]], str]:
-    result = check_path(str(path), True, RULES)
+    # The whole file, no stage: the reference every staged path is compared with.
+    result = check_source(path.read_text(encoding="utf-8"), str(path), RULES)
     assert result.error is None, result.error
     lines = [f"{d.row}:{d.column}: {d.code} {d.message}" for d in result.diagnostics]
     return {(d.row, d.code) for d in result.diagnostics}, "".join(f"{line}\n" for line in lines)
@@ -47,7 +52,7 @@ def test_fixtures_exist() -> None:
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(FIXTURES)))
-def test_fixture(path: Path) -> None:
+def test_fixture(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     found, rendered = _render(path)
     expected = _expected_markers(path)
     if path.parent.name == "clean":
@@ -55,9 +60,12 @@ def test_fixture(path: Path) -> None:
     else:
         assert any(code == path.parent.name for _, code in expected), "a bug fixture must expect its own rule"
     assert sorted(found) == sorted(expected)
-    # Found by directory search too: the cheap text test that skips files loses nothing here.
-    discovered = check_path(str(path), False, RULES)
-    assert {(d.row, d.code) for d in discovered.diagnostics} == found
+    # Found by directory search and as a named file too: the text test and the structural stage
+    # (forced on at any size) lose nothing here.
+    monkeypatch.setattr(relevance, "MIN_BYTES", 0)
+    for explicit in (False, True):
+        staged = check_path(str(path), explicit, RULES)
+        assert {(d.row, d.code) for d in staged.diagnostics} == found
 
     snapshot = path.with_suffix(".expected")
     if UPDATE_SNAPSHOTS:
