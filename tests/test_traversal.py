@@ -68,3 +68,14 @@ def test_deep_nesting_does_not_recurse() -> None:
     log = _Log()
     traversal.visit(module, log)
     assert log.seen[0] == ("enter", id(module))
+
+
+def test_scope_collector_dispatches_every_hook_it_defines() -> None:
+    """`_ScopeCollector.on_visit` calls its `visit_*` hooks from a table: a hook added to the class
+    but not to the table would silently never run."""
+    from gradlint.model import scopes
+
+    defined = {name for name in vars(scopes._ScopeCollector) if name.startswith(("visit_", "leave_"))}
+    assert defined == {f"visit_{kind.__name__}" for kind in scopes._HOOKS}
+    for kind, hook in scopes._HOOKS.items():
+        assert hook is getattr(scopes._ScopeCollector, f"visit_{kind.__name__}")

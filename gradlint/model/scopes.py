@@ -74,7 +74,13 @@ class _ScopeCollector(cst.CSTVisitor):
                     self.scope.no_grad_names.add(filled)
         elif node is not self.root and kind in _NEW_SCOPES:
             return False
-        return super().on_visit(node)
+        else:
+            # The `visit_*` hooks below, found by type: LibCST's own `on_visit` builds a method name
+            # and looks it up on every node. (There are no `leave_*` hooks.)
+            hook = _HOOKS.get(kind)
+            if hook is not None:
+                hook(self, node)
+        return True
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
         kind = type(original_node)
@@ -82,7 +88,6 @@ class _ScopeCollector(cst.CSTVisitor):
             self.loop_depth -= 1
         elif kind is cst.With and _is_no_grad(original_node):  # type: ignore[arg-type]
             self.no_grad_depth -= 1
-        super().on_leave(original_node)
 
     def _add(self, target: cst.BaseExpression, value: cst.BaseExpression,
              operator: cst.BaseAugOp | None = None, index: int | None = None) -> None:
@@ -134,6 +139,16 @@ class _ScopeCollector(cst.CSTVisitor):
     def visit_Return(self, node: cst.Return) -> None:
         if node.value is not None:
             self.scope.returns.append(node.value)
+
+
+_HOOKS = {
+    cst.Assign: _ScopeCollector.visit_Assign,
+    cst.AnnAssign: _ScopeCollector.visit_AnnAssign,
+    cst.AugAssign: _ScopeCollector.visit_AugAssign,
+    cst.NamedExpr: _ScopeCollector.visit_NamedExpr,
+    cst.WithItem: _ScopeCollector.visit_WithItem,
+    cst.Return: _ScopeCollector.visit_Return,
+}
 
 
 def _is_no_grad(node: cst.With) -> bool:
