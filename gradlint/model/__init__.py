@@ -43,7 +43,7 @@ class ModuleModel:
 
     def provenance(self, loop: TrainingLoop, backward: Event) -> Provenance:
         order = backward.frame.scope.call_order.get(id(backward.node))
-        return trace(backward.spec.value, backward.frame, order, self.facts, self.scopes, loop.k_literal)
+        return trace(backward.spec.value, backward.frame, order, self.facts, self.scopes, loop.k_literal, loop.k)
 
 
 @cache
