@@ -288,21 +288,22 @@ def test_augmented_division_and_helper_return() -> None:
 
 
 @pytest.mark.parametrize(
-    "division",
+    ("lines", "divisor"),
     [
-        "loss = loss / grad_accum",
-        "loss /= grad_accum",
-        "loss = loss / K",
+        # Every assignment of `loss` reads as "divided" (a ratio weight, a normaliser): the one by K
+        # is the divisor, whichever assignment comes first.
+        (["loss = loss / (1.0 + margin)", "loss = loss / grad_accum"], "grad_accum"),
+        (["loss = loss / (1.0 + margin)", "loss /= grad_accum"], "grad_accum"),
+        (["loss = loss / (1.0 + margin)", "loss = loss / K"], "K"),
+        (["loss = loss / num_tokens"], "num_tokens"),  # a named divisor over the ratio weight
     ],
 )
-def test_division_by_k_after_another_division_names_k(division: str) -> None:
-    # Every assignment of `loss` reads as "divided" (a ratio weight, then a normaliser); the one by
-    # K is the divisor, whichever assignment comes first.
+def test_the_divisor_of_a_loss_divided_several_times(lines: list[str], divisor: str) -> None:
+    body = "\n".join(f"            {line}" for line in lines)
     model = _model(f"""
         for i, (x, y) in enumerate(loader):
             loss = (w / torch.exp(logvar)) * criterion(model(x), y) + logvar
-            loss = loss / (1.0 + margin)
-            {division}
+{body}
             loss.backward()
             if (i + 1) % K == 0:
                 optimizer.step()
@@ -312,22 +313,7 @@ def test_division_by_k_after_another_division_names_k(division: str) -> None:
     [backward] = loop.of_kind(Kind.BACKWARD)
     found = model.provenance(loop, backward)
     assert found.scaling is Scaling.DIVIDED
-    assert code(found.divisor) == division.rsplit(" ", 1)[-1]
-
-
-def test_division_by_something_else_keeps_its_divisor() -> None:
-    model = _model("""
-        for i, (x, y) in enumerate(loader):
-            loss = (w / torch.exp(logvar)) * criterion(model(x), y)
-            loss = loss / num_tokens
-            loss.backward()
-            if (i + 1) % K == 0:
-                optimizer.step()
-                optimizer.zero_grad()
-    """)
-    [loop] = model.loops
-    [backward] = loop.of_kind(Kind.BACKWARD)
-    assert code(model.provenance(loop, backward).divisor) == "num_tokens"
+    assert code(found.divisor) == divisor
 
 
 def test_loop_counter_enumerate_start_and_sized() -> None:
