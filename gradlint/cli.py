@@ -178,7 +178,7 @@ def _check_all(targets: list[str], resolver: Resolver, force_exclude: bool, stdi
     from gradlint.parallel import check_paths, default_jobs
     from gradlint.progress import Progress
 
-    items = [(path, explicit) for path, explicit in discover([p for p in targets if p != "-"], resolver.excluded)
+    items = [(path, explicit) for path, explicit in discover([p for p in targets if p != "-"], resolver.excluded_entry)
              if not (explicit and force_exclude and resolver.excluded_explicit(Path(path)))]
     # Settings are resolved here, once per directory; workers only get each file's rule codes.
     rules = [resolver.rules_for(Path(path)) for path, _ in items]

@@ -9,9 +9,10 @@ of the file that declares them.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -177,6 +178,23 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+class ExcludeMatcher:
+    """Many `exclude` patterns tested as one: the name-only ones (most of them: `.*`, `build`) as a
+    single regex over the file or directory name, without building a `Path` per file."""
+
+    def __init__(self, patterns: Sequence[str], root: Path) -> None:
+        cleaned = [p.rstrip("/") for p in patterns]
+        names = [glob_regex(p).pattern for p in cleaned if p and "/" not in p]
+        self._names = re.compile("|".join(f"(?:{n})" for n in names)) if names else None
+        self._paths = [p for p in cleaned if p and "/" in p]
+        self._root = root
+
+    def __call__(self, name: str, path: Callable[[], Path]) -> bool:
+        if self._names is not None and self._names.fullmatch(name) is not None:
+            return True
+        return bool(self._paths) and any(matches(p, path(), self._root) for p in self._paths)
+
+
 def matches(pattern: str, path: Path, root: Path) -> bool:
     """A pattern without `/` matches a file or directory name anywhere; one with `/` matches the path
     relative to `root` (or the absolute path)."""
@@ -210,6 +228,8 @@ class Resolver:
         self._by_dir: dict[Path, Settings] = {}
         self._rules: dict[frozenset[str], list[Rule]] = {}
         self._layered: dict[int, list[type[Rule]]] = {}  # by id() of Settings kept alive in _by_dir/_fixed
+        self._excluders: dict[int, ExcludeMatcher] = {}  # the same
+        self._dir_settings: dict[str, Settings] = {}  # by directory as discovery spells it
 
     def settings_for(self, path: Path) -> Settings:
         if self._fixed is not None:
@@ -256,9 +276,26 @@ class Resolver:
 
     def excluded(self, path: Path) -> bool:
         settings = self.settings_for(path if not path.is_dir() else path / "_")
-        exclude = self.overrides.exclude if self.overrides.exclude is not None else settings.exclude
-        patterns = [*exclude, *settings.extend_exclude, *self.overrides.extend_exclude]
-        return any(matches(p, path, settings.root) for p in patterns)
+        return self._excluder(settings)(path.name, lambda: path)
+
+    def excluded_entry(self, directory: str, name: str, is_dir: bool) -> bool:
+        """`excluded` for what discovery finds: a file or subdirectory `name` of `directory`. Runs
+        once per file of the tree, so it works on strings until a pattern needs the whole path."""
+        settings = self._fixed
+        if settings is None:
+            where = os.path.join(directory, name) if is_dir else directory
+            settings = self._dir_settings.get(where)
+            if settings is None:
+                settings = self._dir_settings[where] = self._settings_for_dir(Path(where).absolute())
+        return self._excluder(settings)(name, lambda: Path(directory, name))
+
+    def _excluder(self, settings: Settings) -> ExcludeMatcher:
+        found = self._excluders.get(id(settings))
+        if found is None:
+            exclude = self.overrides.exclude if self.overrides.exclude is not None else settings.exclude
+            patterns = [*exclude, *settings.extend_exclude, *self.overrides.extend_exclude]
+            found = self._excluders[id(settings)] = ExcludeMatcher(patterns, settings.root)
+        return found
 
     def excluded_explicit(self, path: Path) -> bool:
         """For `--force-exclude`: the file, or any directory between it and its project root, is excluded."""

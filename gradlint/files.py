@@ -29,10 +29,11 @@ def _is_venv(path: Path) -> bool:
     return (path / "pyvenv.cfg").exists()  # a virtual environment under any name
 
 
-def discover(paths: list[str], excluded: Callable[[Path], bool] | None = None) -> Iterator[tuple[str, bool]]:
+def discover(paths: list[str], excluded: Callable[[str, str, bool], bool] | None = None) -> Iterator[tuple[str, bool]]:
     """Yield (path, explicit) for each file to check, in a stable order. Missing paths are
-    yielded too (explicit), so that the caller reports them. `excluded` (from the settings) replaces
-    the default name-based skipping of directories; virtual environments are always skipped."""
+    yielded too (explicit), so that the caller reports them. `excluded(directory, name, is_dir)`
+    (from the settings) replaces the default name-based skipping of directories; virtual
+    environments are always skipped."""
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
@@ -55,8 +56,8 @@ def discover(paths: list[str], excluded: Callable[[Path], bool] | None = None) -
                 dirnames[:] = sorted(d for d in dirnames if not _skip_dir(Path(dirpath) / d))
             else:
                 dirnames[:] = sorted(d for d in dirnames
-                                     if not excluded(Path(dirpath) / d) and not _is_venv(Path(dirpath) / d))
+                                     if not excluded(dirpath, d, True) and not _is_venv(Path(dirpath) / d))
             found.extend(os.path.join(dirpath, f) for f in filenames if f.endswith(EXTENSIONS)
-                         and (excluded is None or not excluded(Path(dirpath) / f)))
+                         and (excluded is None or not excluded(dirpath, f, False)))
         for name in sorted(found):
             yield name, False

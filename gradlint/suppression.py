@@ -138,6 +138,10 @@ def _codes(found: Suppressions, row: int, match: re.Match[str], form: str) -> fr
     raw = match.group("codes")
     if raw is None:
         # `noqa:` followed by no code: ruff treats it as invalid rather than as a blanket noqa.
+        # A word there that is not ours (torch's `# noqa: set_linter`) is another tool's directive.
+        following = match.string[match.end():].split(maxsplit=1)
+        if following and not following[0].upper().startswith("GA"):
+            return frozenset()
         found.warnings.append(SuppressionWarning(row, f"`# {form}:` names no rule code; it suppresses nothing"))
         return frozenset()
     codes = frozenset(c.upper() for c in _SPLIT.split(raw.strip()) if c)

@@ -7,7 +7,7 @@ import pytest
 
 from gradlint.checker import check_source
 from gradlint.rules import ALL_RULES
-from gradlint.suppression import scan
+from gradlint.suppression import may_warn, scan
 
 RULES = [rule() for rule in ALL_RULES]
 
@@ -119,6 +119,23 @@ def test_probe_codes_are_known() -> None:
 
 def test_other_tools_codes_are_not_warned_about() -> None:
     assert warnings(LOOP.format(zg="  # noqa: E501, F401, RUF100", bw="")) == []
+
+
+@pytest.mark.parametrize("comment", ["  # noqa: set_linter", "  # noqa: no-untyped-def"])
+def test_other_tools_directive_words_are_not_warned_about(comment: str) -> None:
+    """`# noqa: set_linter` (torch's own linter) is not ours: no warning, and no GA code is suppressed."""
+    source = LOOP.format(zg=comment, bw="")
+    assert warnings(source) == []
+    assert codes(source) == [(5, "GA001"), (7, "GA002")]
+    assert not may_warn(source)
+
+
+@pytest.mark.parametrize("comment", ["  # noqa:", "  # noqa: GA", "  # noqa: ga-one"])
+def test_noqa_colon_without_a_code_warns(comment: str) -> None:
+    source = LOOP.format(zg=comment, bw="")
+    [warning] = warnings(source)
+    assert "names no rule code" in warning
+    assert may_warn(source)
 
 
 def test_unknown_code_in_file_level_comment_warns() -> None:

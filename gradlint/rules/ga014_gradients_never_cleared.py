@@ -177,7 +177,11 @@ class _Clears:
 
     def __init__(self, model: ModuleModel) -> None:
         scan = _ClearScan(model)
-        traversal.visit(model.module, scan)
+        for statement in model.module.body:
+            traversal.visit(statement, scan)
+            if scan.anywhere:
+                break  # `covers` is then true for every optimizer: the rest cannot change it
+        scan.finish()
         self.anywhere = scan.anywhere
         self.receivers = scan.receivers
         self.stepped = {
@@ -243,7 +247,7 @@ class _ClearScan(cst.CSTVisitor):
         if any(_is_grad(t.value if isinstance(t, cst.Element) else t) for t in targets):
             self.anywhere = True
 
-    def leave_Module(self, original_node: cst.Module) -> None:
+    def finish(self) -> None:
         if self._references > self._calls:
             self.anywhere = True  # `hooks.append(optimizer.zero_grad)`
 
