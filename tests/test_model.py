@@ -7,7 +7,7 @@ import textwrap
 import libcst as cst
 import pytest
 
-from gradlint.model import Kind, LoopKind, Scaling, When, build_model, loop_counter
+from gradlint.model import Kind, LoopKind, Scaling, When, build_model, drained_iterable, loop_counter
 from gradlint.model.counters import steps_on_first_micro_batch
 from gradlint.model.gates import Phase, periodicity
 from gradlint.model.syntax import code
@@ -287,6 +287,35 @@ def test_augmented_division_and_helper_return() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("lines", "divisor"),
+    [
+        # Every assignment of `loss` reads as "divided" (a ratio weight, a normaliser): the one by K
+        # is the divisor, whichever assignment comes first.
+        (["loss = loss / (1.0 + margin)", "loss = loss / grad_accum"], "grad_accum"),
+        (["loss = loss / (1.0 + margin)", "loss /= grad_accum"], "grad_accum"),
+        (["loss = loss / (1.0 + margin)", "loss = loss / K"], "K"),
+        (["loss = loss / num_tokens"], "num_tokens"),  # a named divisor over the ratio weight
+    ],
+)
+def test_the_divisor_of_a_loss_divided_several_times(lines: list[str], divisor: str) -> None:
+    body = "\n".join(f"            {line}" for line in lines)
+    model = _model(f"""
+        for i, (x, y) in enumerate(loader):
+            loss = (w / torch.exp(logvar)) * criterion(model(x), y) + logvar
+{body}
+            loss.backward()
+            if (i + 1) % K == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    """)
+    [loop] = model.loops
+    [backward] = loop.of_kind(Kind.BACKWARD)
+    found = model.provenance(loop, backward)
+    assert found.scaling is Scaling.DIVIDED
+    assert code(found.divisor) == divisor
+
+
 def test_loop_counter_enumerate_start_and_sized() -> None:
     model = _model("""
         for epoch in range(3):
@@ -310,6 +339,86 @@ def test_loop_counter_not_sized(iterable: str) -> None:
     """)
     [loop] = model.loops
     assert not loop_counter(loop.loop).sized
+
+
+_DRAIN_STOP_ITERATION = """
+    for epoch in range(3):
+        it = iter(loader)
+        idx = 0
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            (model(batch) / K).backward()
+            if (idx + 1) % K == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+            idx += 1
+"""
+_DRAIN_DEFAULT_NONE = """
+    for epoch in range(3):
+        it = iter(loader)
+        idx = 0
+        while True:
+            batch = next(it, None)
+            if batch is None:
+                break
+            (model(batch) / K).backward()
+            if (idx + 1) % K == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+            idx += 1
+"""
+
+
+@pytest.mark.parametrize("source", [_DRAIN_STOP_ITERATION, _DRAIN_DEFAULT_NONE])
+def test_while_true_drawing_until_exhausted_is_one_pass_over_the_loader(source: str) -> None:
+    [loop] = _model(source).loops
+    assert code(drained_iterable(loop.loop)) == "loader"
+    counter = loop_counter(loop.loop)
+    assert counter.names == frozenset({"idx"}) and counter.sized
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("while True:", "while idx < windows * K:"),  # bounded by something else
+        # a second exit
+        ("            idx += 1", "            idx += 1\n            if idx == limit:\n                break"),
+        ("            (model(batch)", "            if bad:\n                continue\n            (model(batch)"),
+        ("            idx += 1", "            idx += 1\n            if bad:\n                return"),
+        ("        it = iter(loader)", "        it = iter(loader)\n        it = islice(it, n)"),  # rebound
+        ("            idx += 1", "            idx += 1\n            it = iter(loader)"),  # cycles forever
+        ("            idx += 1", "            idx += 1\n            it, spare = refill(it)"),
+        ("        it = iter(loader)", "        it = iter(loader)\n        if resume:\n            it = skip(it, done)"),
+        ("        it = iter(loader)\n", ""),  # the iterator comes from elsewhere: may be half used
+        ("iter(loader)", "iter(infinite_loader)"),
+    ],
+)
+def test_while_true_not_one_full_pass(old: str, new: str) -> None:
+    for source in (_DRAIN_STOP_ITERATION, _DRAIN_DEFAULT_NONE):
+        assert old in source
+        [loop] = _model(source.replace(old, new)).loops
+        counter = loop_counter(loop.loop)
+        assert drained_iterable(loop.loop) is None or not counter.sized, new
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("        idx = 0\n", ""),  # not reset per pass: a counter across epochs
+        ("        idx = 0\n", "        idx = 0\n        idx = start\n"),  # resumed
+        ("            idx += 1", "            if ok:\n                idx += 1"),  # not every pass
+        ("            idx += 1", "            idx += 1\n            idx += 1"),
+        ("            idx += 1", "            idx += 1\n            idx, spare = divmod(idx, 7)"),
+    ],
+)
+def test_while_true_counter_must_count_every_pass_from_zero(old: str, new: str) -> None:
+    for source in (_DRAIN_STOP_ITERATION, _DRAIN_DEFAULT_NONE):
+        assert old in source
+        [loop] = _model(source.replace(old, new)).loops
+        assert "idx" not in loop_counter(loop.loop).names
 
 
 def test_framework_kinds() -> None:

@@ -13,7 +13,16 @@ import libcst as cst
 from gradlint.model.events import EventSpec, Framework, Kind
 from gradlint.model.facts import ModuleFacts, Role, collect_facts
 from gradlint.model.gates import Phase
-from gradlint.model.loops import Counter, LoopKind, TrainingLoop, When, build_loops, loop_counter, loop_iterable
+from gradlint.model.loops import (
+    Counter,
+    LoopKind,
+    TrainingLoop,
+    When,
+    build_loops,
+    drained_iterable,
+    loop_counter,
+    loop_iterable,
+)
 from gradlint.model.provenance import Provenance, Scaling, trace
 from gradlint.model.scopes import ScopeCache
 from gradlint.model.walker import Event, Guard, Walker, iter_roots
@@ -43,7 +52,7 @@ class ModuleModel:
 
     def provenance(self, loop: TrainingLoop, backward: Event) -> Provenance:
         order = backward.frame.scope.call_order.get(id(backward.node))
-        return trace(backward.spec.value, backward.frame, order, self.facts, self.scopes, loop.k_literal)
+        return trace(backward.spec.value, backward.frame, order, self.facts, self.scopes, loop.k_literal, loop.k)
 
 
 @cache
@@ -71,6 +80,7 @@ def build_model(module: cst.Module) -> ModuleModel:
 __all__ = [
     "Counter", "Event", "EventSpec", "Framework", "Guard", "Kind", "LoopKind", "ModuleFacts",
     "ModuleModel", "Phase", "Provenance", "Role", "Scaling", "TrainingLoop", "When", "build_model",
+    "drained_iterable",
     "loop_counter",
     "loop_iterable",
 ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
 import libcst as cst
 
+from gradlint.model import traversal
 from gradlint.model.events import Framework, Kind
 from gradlint.model.gates import Phase
 from gradlint.model.syntax import code, dotted, last_part, number, positional
@@ -206,7 +208,189 @@ def loop_counter(info: LoopInfo) -> Counter:
         params = info.frame.scope.params
         if "batch_idx" in params:
             names.add("batch_idx")
+    elif isinstance(node, cst.While):
+        drained = drained_iterable(info)
+        if drained is not None:
+            body = _LoopBody(node)
+            # Counted by hand: reset right before the loop, `+= 1` once per pass at the body's top level.
+            once = {dotted(s.target) for line in node.body.body if isinstance(line, cst.SimpleStatementLine)
+                    for s in line.body if isinstance(s, cst.AugAssign) and isinstance(s.operator, cst.AddAssign)
+                    and number(s.value) == 1}
+            names = {n for n in _reset_before(info) & once if body.written.count(n) == 1}
+            return Counter(frozenset(names), 0.0, _sized_name(drained))
     return Counter(frozenset(names), start, sized)
+
+
+def drained_iterable(info: LoopInfo) -> cst.BaseExpression | None:
+    """`X` of a `while True:` loop that draws `batch = next(it)` from `it = iter(X)`, made right
+    before it, and ends only when `it` is exhausted (`except StopIteration: break`, or
+    `next(it, None)` then `if batch is None: break`): it runs once over X, as `for batch in X:`.
+    None when anything else may end or shorten a pass (another break, a return or raise, a
+    continue) or `it` is rebound."""
+    node = info.node
+    if not isinstance(node, cst.While) or (number(node.test) != 1 and dotted(node.test) != "True"):
+        return None
+    statements = node.body.body
+    first = statements[0] if statements else None
+    exit_block: Sequence[cst.BaseStatement] = ()
+    it: str | None = None
+    if isinstance(first, cst.Try) and len(first.handlers) == 1 and first.orelse is None and first.finalbody is None:
+        draw = _draw(first.body.body, with_default=False)
+        if draw is not None and dotted(first.handlers[0].type) == "StopIteration":
+            it, exit_block = draw[0], first.handlers[0].body.body
+    else:
+        draw = _draw(statements[:1], with_default=True)
+        second = statements[1] if len(statements) > 1 else None
+        if draw is not None and isinstance(second, cst.If) and second.orelse is None and _is_none_test(
+                second.test, draw[1]):
+            it, exit_block = draw[0], second.body.body
+    if it is None:
+        return None
+    body = _LoopBody(node)
+    if body.continues or body.returns or len(body.breaks) != 1 or _only_break(exit_block) is not body.breaks[0]:
+        return None
+    if it in body.written:
+        return None
+    value = _last_value(info.preceding, it)
+    if isinstance(value, cst.Call) and dotted(value.func) == "iter" and len(value.args) == 1 \
+            and value.args[0].keyword is None and not value.args[0].star:
+        return value.args[0].value
+    return None
+
+
+def _draw(statements: Sequence[cst.BaseStatement], with_default: bool) -> tuple[str, cst.BaseExpression] | None:
+    """(`it`, the target) of a lone `target = next(it)` (`next(it, None)` when `with_default`)."""
+    if len(statements) != 1 or not isinstance(statements[0], cst.SimpleStatementLine):
+        return None
+    line = statements[0].body
+    small = line[0] if len(line) == 1 else None
+    if not isinstance(small, cst.Assign) or len(small.targets) != 1 or not isinstance(small.value, cst.Call):
+        return None
+    call = small.value
+    if dotted(call.func) != "next" or any(a.keyword is not None or a.star for a in call.args):
+        return None
+    if len(call.args) != (2 if with_default else 1):
+        return None
+    if with_default and dotted(call.args[1].value) != "None":
+        return None
+    it = dotted(call.args[0].value)
+    return (it, small.targets[0].target) if it else None
+
+
+def _is_none_test(test: cst.BaseExpression, target: cst.BaseExpression) -> bool:
+    """`target is None`, for a plain name."""
+    return (isinstance(test, cst.Comparison) and isinstance(target, cst.Name) and dotted(test.left) == target.value
+            and len(test.comparisons) == 1 and isinstance(test.comparisons[0].operator, cst.Is)
+            and dotted(test.comparisons[0].comparator) == "None")
+
+
+def _last_value(statements: Sequence[cst.CSTNode], name: str) -> cst.BaseExpression | None:
+    """The value last bound to `name` by plain assignments among `statements` (None if any other
+    statement binds or may bind it)."""
+    value: cst.BaseExpression | None = None
+    for statement in statements:
+        if not isinstance(statement, cst.SimpleStatementLine):
+            if name in _LoopBody.targets(statement):
+                value = None  # bound under a condition or a loop: unknown
+            continue
+        for small in statement.body:
+            if isinstance(small, cst.Assign) and any(name in _bound(t.target) for t in small.targets):
+                single = len(small.targets) == 1 and dotted(small.targets[0].target) == name
+                value = small.value if single else None
+            elif name in _LoopBody.targets(small):
+                value = None
+    return value
+
+
+def _only_break(statements: Sequence[cst.BaseStatement]) -> cst.Break | None:
+    """The `break` of a block that is nothing else (`break`, or a log call then `break`)."""
+    last = statements[-1] if statements else None
+    if isinstance(last, cst.SimpleStatementLine) and isinstance(last.body[-1], cst.Break):
+        return last.body[-1]
+    return None
+
+
+def _reset_before(info: LoopInfo) -> set[str]:
+    """Names whose last binding right before the loop is `= 0`: `step = 0; while ...`."""
+    names: set[str] = set()
+    for statement in info.preceding:
+        if isinstance(statement, cst.SimpleStatementLine):
+            for small in statement.body:
+                if isinstance(small, cst.Assign):
+                    names.update(filter(None, (dotted(t.target) for t in small.targets)))
+    return {n for n in names if number(_last_value(info.preceding, n)) == 0}
+
+
+def _sized_name(node: cst.BaseExpression) -> bool:
+    """A loader by name (`loader`, `self._dataloader`, under display wrappers), not a stream."""
+    while isinstance(node, cst.Call) and last_part(dotted(node.func)) in ("tqdm", "track") and positional(node):
+        node = positional(node)[0]
+    text = dotted(node) if isinstance(node, cst.Name | cst.Attribute) else None
+    lowered = last_part(text).lower() if text else ""
+    return bool(lowered) and not any(w in lowered for w in ("iter", "cycle", "infinite", "stream"))
+
+
+class _LoopBody(cst.CSTVisitor):
+    """The exits and writes of one loop body, not counting a nested loop's own break/continue."""
+
+    def __init__(self, loop: cst.While) -> None:
+        self.breaks: list[cst.Break] = []
+        self.continues = False
+        self.returns = False  # a return or raise: the pass may end early
+        self.written: list[str] = []
+        traversal.visit(loop.body, self)
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, cst.FunctionDef | cst.ClassDef | cst.Lambda):
+            return False
+        if isinstance(node, cst.For | cst.While):
+            self.returns = self.returns or _leaves(node)
+            self.written.extend(_LoopBody.targets(node))
+            return False
+        if isinstance(node, cst.Break):
+            self.breaks.append(node)
+        elif isinstance(node, cst.Continue):
+            self.continues = True
+        elif isinstance(node, cst.Return | cst.Raise):
+            self.returns = True
+        elif isinstance(node, cst.AssignTarget | cst.AugAssign | cst.AnnAssign | cst.NamedExpr):
+            self.written.extend(_bound(node.target))
+        elif isinstance(node, cst.AsName):
+            self.written.extend(_bound(node.name))
+        return True
+
+    @staticmethod
+    def targets(node: cst.CSTNode) -> list[str]:
+        """Every name `node` assigns, nested blocks included."""
+        found: list[str] = []
+
+        class _Writes(cst.CSTVisitor):
+            def on_visit(self, child: cst.CSTNode) -> bool:
+                if isinstance(child, cst.AssignTarget | cst.AugAssign | cst.AnnAssign | cst.NamedExpr | cst.For):
+                    found.extend(_bound(child.target))
+                elif isinstance(child, cst.AsName):
+                    found.extend(_bound(child.name))
+                return True
+
+        traversal.visit(node, _Writes())
+        return found
+
+
+def _bound(target: cst.BaseExpression | cst.CSTNode) -> list[str]:
+    """The names an assignment target binds: `x`, `self.x`, each of `a, (b, *c)`."""
+    if isinstance(target, cst.Tuple | cst.List):
+        return [n for e in target.elements for n in _bound(e.value)]
+    if isinstance(target, cst.StarredElement):
+        return _bound(target.value)
+    name = dotted(target)
+    return [name] if name else []
+
+
+def _leaves(node: cst.CSTNode) -> bool:
+    """A return or raise anywhere under `node`, outside nested functions."""
+    return any(isinstance(n, cst.Return | cst.Raise)
+               or (not isinstance(n, cst.FunctionDef | cst.ClassDef | cst.Lambda) and _leaves(n))
+               for n in traversal.children(node))
 
 
 def _gate_of(loop: TrainingLoop, steps: list[Event]) -> tuple[Guard | None, list[Event]]:

@@ -10,6 +10,7 @@ import libcst as cst
 
 from gradlint.model import traversal
 from gradlint.model.facts import ModuleFacts
+from gradlint.model.quantities import looks_like_k, same_quantity
 from gradlint.model.scopes import ScopeCache
 from gradlint.model.syntax import (
     code,
@@ -49,10 +50,12 @@ _CONCAT = {"cat", "concat", "concatenate", "stack", "vstack", "hstack"}
 
 
 class _Tracer:
-    def __init__(self, facts: ModuleFacts, scopes: ScopeCache, k_literal: float | None) -> None:
+    def __init__(self, facts: ModuleFacts, scopes: ScopeCache, k_literal: float | None,
+                 k: cst.BaseExpression | None = None) -> None:
         self.facts = facts
         self.scopes = scopes
         self.k_literal = k_literal
+        self.k = k
         self.seen: set[tuple[int, int]] = set()
 
     def expr(self, node: cst.BaseExpression | None, frame, order: int | None, depth: int) -> Provenance:
@@ -70,10 +73,10 @@ class _Tracer:
             return self.expr(node.expression, frame, order, depth + 1)
         if isinstance(node, cst.IfExp):  # `out if isinstance(out, Tensor) else out["loss"]`
             found = [self.expr(n, frame, order, depth + 1) for n in (node.body, node.orelse)]
-            return max(found, key=lambda p: p.scaling)
+            return self._strongest(found)
         if isinstance(node, cst.Tuple | cst.List):
             found = [self.expr(e.value, frame, order, depth + 1) for e in node.elements]
-            return max(found, key=lambda p: p.scaling, default=Provenance(Scaling.UNKNOWN, ""))
+            return self._strongest(found, Provenance(Scaling.UNKNOWN, ""))
         return Provenance(Scaling.UNKNOWN, "")
 
     def _binary(self, node: cst.BinaryOperation, frame, order, depth) -> Provenance:
@@ -95,13 +98,13 @@ class _Tracer:
                 return Provenance(Scaling.DIVIDED, f"multiplied by a ratio in `{code(node)}`")
             # `loss * weight`: a deliberate weighting of the terms; not evidence of a bug.
             found = [self.expr(n, frame, order, depth + 1) for n in (node.left, node.right)]
-            best = max(found, key=lambda p: p.scaling)
+            best = self._strongest(found)
             if best.scaling >= Scaling.NORMALISED:
                 return best
             return Provenance(Scaling.NORMALISED, f"weighted in `{code(node)}`")
         if isinstance(op, cst.Add | cst.Subtract):
             found = [self.expr(n, frame, order, depth + 1) for n in (node.left, node.right)]
-            return max(found, key=lambda p: p.scaling)
+            return self._strongest(found)
         return Provenance(Scaling.UNKNOWN, "")
 
     def _call(self, node: cst.Call, frame, order, depth) -> Provenance:
@@ -161,7 +164,7 @@ class _Tracer:
         found = [self.expr(r, inner, None, 1) for r in inner.scope.returns]
         if not found:
             return None
-        return max(found, key=lambda p: p.scaling)
+        return self._strongest(found)
 
     def _name(self, node: cst.BaseExpression, frame, order: int | None, depth: int) -> Provenance:
         text = dotted(node)
@@ -196,9 +199,21 @@ class _Tracer:
                             found.append(Provenance(Scaling.DIVIDED, f"multiplied by `{factor:g}`"))
                     continue
                 found.append(self.expr(a.value, frame, a.order, depth + 1))
-            return max(found, key=lambda p: p.scaling, default=Provenance(Scaling.RAW, ""))
+            return self._strongest(found, Provenance(Scaling.RAW, ""))
         finally:
             self.seen.discard(key)
+
+    def _strongest(self, found: list[Provenance], default: Provenance | None = None) -> Provenance:
+        """The strongest evidence; among divisions, one by K, then one that names its divisor. In
+        `x = a * (w / z)` then `x = x / K` (or `x = a / norm` then `x /= K`) every assignment says
+        "divided", and the value that reaches backward is divided by K."""
+        if not found and default is not None:
+            return default
+        return max(found, key=lambda p: (p.scaling, self._by_k(p.divisor), p.divisor is not None))
+
+    def _by_k(self, divisor: cst.BaseExpression | None) -> bool:
+        return divisor is not None and (looks_like_k(divisor) or same_quantity(divisor, self.k)
+                                        or (self.k_literal is not None and number(divisor) == self.k_literal))
 
     def _is_k(self, literal: float) -> bool:
         return self.k_literal is not None and literal == self.k_literal
@@ -248,6 +263,6 @@ def _short(node: cst.Call) -> str:
 
 
 def trace(value: cst.BaseExpression | None, frame: Frame, order: int | None, facts: ModuleFacts,
-          scopes: ScopeCache, k_literal: float | None) -> Provenance:
-    """How the backpropagated `value` was scaled."""
-    return _Tracer(facts, scopes, k_literal).expr(value, frame, order, 0)
+          scopes: ScopeCache, k_literal: float | None, k: cst.BaseExpression | None = None) -> Provenance:
+    """How the backpropagated `value` was scaled (`k`: K as written, where known)."""
+    return _Tracer(facts, scopes, k_literal, k).expr(value, frame, order, 0)

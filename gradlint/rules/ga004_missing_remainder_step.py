@@ -5,7 +5,17 @@ from collections.abc import Iterator
 import libcst as cst
 
 from gradlint.fixes import ga004
-from gradlint.model import Event, Kind, LoopKind, ModuleModel, Role, TrainingLoop, loop_counter, loop_iterable
+from gradlint.model import (
+    Event,
+    Kind,
+    LoopKind,
+    ModuleModel,
+    Role,
+    TrainingLoop,
+    drained_iterable,
+    loop_counter,
+    loop_iterable,
+)
 from gradlint.model.counters import steps_on_first_micro_batch
 from gradlint.model.gates import Periodicity
 from gradlint.model.syntax import code, dotted, last_part, positional
@@ -17,6 +27,11 @@ class MissingRemainderStep(Rule):
     ## What it does
     Flags an epoch loop over a sized iterable (a DataLoader) whose step is gated on
     `(i + 1) % K == 0` (or an equivalent) with no last-batch clause and no step after the loop.
+
+    The loop is a `for` over the loader, or a `while True:` that draws `batch = next(it)` from an
+    `it = iter(loader)` made right before it, ends only when `it` runs dry (`except StopIteration:
+    break`, or `next(it, None)` then `if batch is None: break`), and counts its micro-batches
+    with a counter set to 0 right before it and advanced once per pass.
 
     ## Why is this bad?
     When the number of batches is not a multiple of K, the last `len(loader) % K` micro-batches of
@@ -30,12 +45,13 @@ class MissingRemainderStep(Rule):
     divided by K.
 
     Not flagged: fixed inner micro-step loops, step-bounded loops (`for step in range(max_steps)`,
-    `while`) over infinite iterators, pre-grouped windows, Accelerate's `accumulate()` (its prepared
-    loader forces a sync at the end), global counters that run across epochs, gates with a
-    clause such as `or (i + 1) == len(loader)`, and gates that hold on the first micro-batch of
-    every epoch (`i % K == 0` with a 0-based `i`) when nothing clears the gradients between
-    epochs: that first step applies what the previous epoch left, a window of at most K (an
-    off-by-one after the backward is GA010's finding).
+    `while`) over infinite iterators, `while` loops with any other exit, `continue`, or bound
+    (`while done < len(loader) // K:` never draws the tail), pre-grouped windows, Accelerate's
+    `accumulate()` (its prepared loader forces a sync at the end), global counters that run across
+    epochs, gates with a clause such as `or (i + 1) == len(loader)`, and gates that hold on the
+    first micro-batch of every epoch (`i % K == 0` with a 0-based `i`) when nothing clears the
+    gradients between epochs: that first step applies what the previous epoch left, a window of at
+    most K (an off-by-one after the backward is GA010's finding).
 
     ## Example
     ```python
@@ -64,7 +80,7 @@ class MissingRemainderStep(Rule):
     accumulating, `require_backward_grad_sync`, a second flag): review that condition too. With a
     counter of its own (`seen += 1` before the gate), the step block is repeated after the loop
     under `if seen % K != 0:` (unsafe: a guess at the counter's final value). No fix when the gate
-    tests anything else (`and not dry_run`).
+    tests anything else (`and not dry_run`), nor for a `while True:` loop.
     """
 
     code = "GA004"
@@ -75,7 +91,7 @@ class MissingRemainderStep(Rule):
             if loop.kind is not LoopKind.GATED or loop.gate is None or loop.gate.periodic is None:
                 continue
             node = loop.loop.node
-            if not isinstance(node, cst.For) or loop.loop.implicit:
+            if loop.loop.implicit or not (isinstance(node, cst.For) or drained_iterable(loop.loop) is not None):
                 continue
             periodic = loop.gate.periodic
             counter = loop_counter(loop.loop)
@@ -116,7 +132,8 @@ def _clear_before(model: ModuleModel, loop: TrainingLoop) -> Event | None:
 
 def _message(loop: TrainingLoop, periodic: Periodicity, clear: Event | None, opens_with_step: bool) -> str:
     assert loop.gate is not None and periodic.modulus is not None
-    length = f"len({_iterable_text(loop_iterable(loop.loop) or loop.loop.node.iter)})"  # type: ignore[attr-defined]
+    iterable = drained_iterable(loop.loop) or loop_iterable(loop.loop) or loop.loop.node.iter  # type: ignore[attr-defined]
+    length = f"len({_iterable_text(iterable)})"
     k = code(periodic.modulus)
     head = f"the step runs only when `{code(loop.gate.expr)}`, with no last-batch clause and no step after the loop"
     unit = "epoch" if loop.loop.chain else "loop"

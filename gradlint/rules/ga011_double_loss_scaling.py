@@ -117,7 +117,7 @@ class DoubleLossScaling(Rule):
     def _divisor(model: ModuleModel, event: Event, k: cst.BaseExpression | None) -> cst.BaseExpression | None:
         order = event.frame.scope.call_order.get(id(event.node))
         literal = number(k) if k is not None else None  # `/ 4` with gradient_accumulation_steps=4
-        found = trace(event.spec.value, event.frame, order, model.facts, model.scopes, literal)
+        found = trace(event.spec.value, event.frame, order, model.facts, model.scopes, literal, k)
         divisor = found.divisor
         if found.scaling is not Scaling.DIVIDED or divisor is None:
             return None
