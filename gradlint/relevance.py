@@ -29,6 +29,7 @@ from gradlint.model.facts import (
     records_call_fact,
     records_fact,
 )
+from gradlint.model.quantities import is_k_name
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")  # Python's own line ends, not str.splitlines'
 _Def = ast.FunctionDef | ast.AsyncFunctionDef
@@ -50,13 +51,13 @@ def relevant_source(source: str, tree: ast.Module | None = None) -> str:
             return source
     # RecursionError and MemoryError go up: CPython cannot build the tree, and LibCST would crash on
     # it (checker.check_source reports the file as too deeply nested).
+    source_lines = [m.group() for m in _LINE.finditer(source)]
     try:
-        blank = list(_irrelevant_units(tree))
+        blank = list(_irrelevant_units(tree, source_lines))
     except RecursionError:
         return source
     if not blank:
         return source
-    source_lines = [m.group() for m in _LINE.finditer(source)]
     lines = list(source_lines)
     for start, end in blank:
         first = lines[start - 1]
@@ -87,7 +88,7 @@ def _units(body: list[ast.stmt]) -> Iterator[_Def]:
             yield from _units(node.body)
 
 
-def _irrelevant_units(tree: ast.Module) -> Iterator[tuple[int, int]]:
+def _irrelevant_units(tree: ast.Module, source_lines: list[str]) -> Iterator[tuple[int, int]]:
     owners = _Owners()
     marked = owners.visit_module(tree)
     needed = owners.reaching_backward()
@@ -103,8 +104,10 @@ def _irrelevant_units(tree: ast.Module) -> Iterator[tuple[int, int]]:
         new = set().union(*(owners.calls.get(o, set()) for o in grown)) - names if grown else set()
         names |= new
         frontier = new
+    keep = set(owners.defs) | owners.bound
     for unit in _units(tree.body):
         if owners.inner[id(unit)] & (needed | owners.with_facts):
+            yield from _inert_runs(unit.body, keep, source_lines)
             continue
         start = min([unit.lineno, *(d.lineno for d in unit.decorator_list)])
         yield start, unit.end_lineno or unit.lineno
@@ -114,6 +117,104 @@ def _irrelevant_units(tree: ast.Module) -> Iterator[tuple[int, int]]:
         for statement in tree.body:
             if not isinstance(statement, _Def | ast.ClassDef) and id(statement) not in marked:
                 yield statement.lineno, statement.end_lineno or statement.lineno
+
+
+# Inside the definitions that stay, a statement that only calls for its effect (`parser.add_argument(
+# ...)`, `logger.info(...)`, `progress_bar.set_postfix(...)`) is blanked too when nothing in it is
+# anything the model or a rule reads: no call it could inline (a name defined in the module), no
+# name that could be a gradient event, a fact, a wrapped model, K or a whole-file read. A
+# discarded value carries no provenance, so nothing else can depend on it. (`parse_args` alone is
+# 17-21 kB of `add_argument` calls in each diffusers training script.)
+_MEANINGFUL = re.compile(
+    r"(?i)step|zero|grad|clip|scale|backward|update|sync|accum|prepare|initiali[sz]e|shard|hook|loss|"
+    r"optim|sched|deepspeed|engine|fabric|accelerat|trainer|lightning|setdefault|setitem|len|append|extend|insert|"
+    r"div|mul|sum|entropy|warmup|register|no_grad|inference_mode"
+)
+_PRINTING = frozenset({"print", "pprint"})
+_DISALLOWED = (ast.NamedExpr, ast.Lambda, ast.Yield, ast.YieldFrom, ast.Await, ast.Starred)
+
+
+def _inert_runs(body: list[ast.stmt], keep: set[str], source_lines: list[str]) -> Iterator[tuple[int, int]]:
+    """Spans of consecutive inert statements in `body` and the blocks nested in it, each made of
+    whole lines (no statement shares a line with one that stays)."""
+    run: tuple[int, int] | None = None
+    previous_end = 0
+    for index, statement in enumerate(body):
+        following = body[index + 1].lineno if index + 1 < len(body) else None
+        own_lines = (statement.lineno > previous_end and _starts_line(statement, source_lines)
+                     and (following is None or following > (statement.end_lineno or statement.lineno)))
+        if own_lines and _inert(statement, keep):
+            end = statement.end_lineno or statement.lineno
+            run = (run[0], end) if run is not None else (statement.lineno, end)
+        else:
+            if run is not None:
+                yield run
+                run = None
+            for block in _blocks(statement):
+                yield from _inert_runs(block, keep, source_lines)
+        previous_end = statement.end_lineno or statement.lineno
+    if run is not None:
+        yield run
+
+
+def _starts_line(statement: ast.stmt, source_lines: list[str]) -> bool:
+    line = source_lines[statement.lineno - 1]
+    return len(line) - len(line.lstrip(" \t\f")) == statement.col_offset
+
+
+def _blocks(statement: ast.stmt) -> Iterator[list[ast.stmt]]:
+    for field in ("body", "orelse", "finalbody"):
+        value = getattr(statement, field, None)
+        if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+            yield value
+    for handler in getattr(statement, "handlers", []):
+        yield handler.body
+    for case in getattr(statement, "cases", []):
+        yield case.body
+
+
+def _inert(statement: ast.stmt, keep: set[str]) -> bool:
+    if type(statement) is not ast.Expr or type(statement.value) is not ast.Call:
+        return False
+    for node in ast.walk(statement.value):
+        kind = type(node)
+        if kind is ast.Call:
+            func = node.func  # type: ignore[attr-defined]
+            if type(func) is ast.Name and func.id not in _PRINTING:
+                return False  # `model(x)`, a helper, a constructor: too many ways to matter
+            if type(func) not in (ast.Name, ast.Attribute) or records_call_fact(_dotted(func)):
+                return False
+            if any(k.arg is None or _meaningful(k.arg, keep) for k in node.keywords):  # type: ignore[attr-defined]
+                return False
+        elif kind is ast.Name:
+            if _meaningful(node.id, keep):  # type: ignore[attr-defined]
+                return False
+        elif kind is ast.Attribute:
+            attr = node.attr  # type: ignore[attr-defined]
+            if attr in WHOLE_FILE_ATTRIBUTES or _meaningful(attr, keep):
+                return False
+        elif kind is ast.Constant:
+            value = node.value  # type: ignore[attr-defined]
+            if isinstance(value, str) and _meaningful_text(value):
+                return False
+        elif kind in _DISALLOWED:
+            return False
+    return True
+
+
+def _meaningful(name: str, keep: set[str]) -> bool:
+    return name in keep or _meaningful_word(name)
+
+
+@functools.cache
+def _meaningful_word(name: str) -> bool:
+    return bool(_MEANINGFUL.search(name) or is_k_name(name) or _whole_file_name(name))
+
+
+def _meaningful_text(text: str) -> bool:
+    """A string GA011 may read as a name for K (`"--gradient_accumulation_steps"`), or any string
+    that mentions a word the model cares about: kept, cheaply."""
+    return "ACCELERATE" in text or _MEANINGFUL.search(text) is not None or is_k_name(text.strip("\"'-"))
 
 
 class _Owners:
@@ -127,6 +228,9 @@ class _Owners:
         self.with_facts: set[int] = set()
         self.inner: dict[int, set[int]] = {}
         self.marked = False  # the statement being visited defines something or records a fact
+        # Names bound to, or passed to, a call that records a fact (a DDP/FSDP-wrapped model...)
+        self.bound: set[str] = set()
+        self._targets: list[str] = []
 
     def reaching_backward(self) -> set[int]:
         """The same fixpoint as `ModuleFacts.reaches_backward`, over stdlib nodes."""
@@ -180,6 +284,8 @@ class _Owners:
                 self.with_facts.add(owners[-1])  # a gradient clear or a `prepare`: GA014/GA007 read it
                 self.marked = True
             elif kind is ast.Assign or kind is ast.AnnAssign:
+                targets = node.targets if kind is ast.Assign else [node.target]  # type: ignore[attr-defined]
+                self._targets = [_last_part(_dotted(t)) for t in targets]
                 self._assignment(node.value, owners[-1])  # type: ignore[attr-defined]
             elif kind is ast.Import or kind is ast.ImportFrom:
                 modules = [a.name for a in node.names] if kind is ast.Import else [node.module or ""]  # type: ignore[attr-defined]
@@ -203,11 +309,14 @@ class _Owners:
             if records_call_fact(_dotted(func)):
                 self.with_facts.add(owner)
                 self.marked = True
+                self.bound.update(_last_part(_dotted(a)) for a in node.args)  # `fully_shard(model)`
 
     def _assignment(self, value: ast.expr | None, owner: int) -> None:
         if isinstance(value, ast.Call):
             reduction = next((k.value for k in value.keywords if k.arg == "reduction"), None)
             summed = isinstance(reduction, ast.Constant) and reduction.value == "sum"
+            if records_fact(_dotted(value.func), summed) or records_call_fact(_dotted(value.func)):
+                self.bound.update(self._targets)  # `self.model = DDP(model)`: GA012 looks for its calls
             if records_fact(_dotted(value.func), summed):
                 self.with_facts.add(owner)
                 self.marked = True
@@ -234,6 +343,10 @@ def _child_fields(kind: type) -> tuple[str, ...]:
 
 def _imports_deepspeed(modules: Iterable[str]) -> bool:
     return any(m.split(".")[0] == "deepspeed" for m in modules)
+
+
+def _last_part(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
 
 
 def _dotted(node: ast.expr) -> str:

@@ -165,3 +165,60 @@ def test_keeps_what_whole_file_rules_read() -> None:
     assert staged.diagnostics == []
     uncleared = CLEARED_BY_CALLBACK.replace("optimizer.zero_grad()", "print(optimizer)")
     assert [d.code for d in check_source(uncleared, "lib.py", RULES, prefilter=True).diagnostics] == ["GA014"]
+
+
+ARGPARSE_SCRIPT = '''\
+import argparse
+
+import torch
+
+
+def parse_args():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--learning_rate", type=float, default=1e-4, help="Initial learning rate.")
+    parser.add_argument("--output_dir", type=str, default="out", help="Where checkpoints go.")
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
+    logger.info("starting run in %s", args.output_dir)
+    for i, (x, y) in enumerate(loader):
+        loss = (model(x) - y).pow(2).mean()
+        loss.backward()
+        progress_bar.set_postfix(lr=0.1)
+        logger.info("loss %s", loss.item())
+        if (i + 1) % args.gradient_accumulation_steps == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+'''
+
+
+def test_inert_statements_inside_kept_functions_are_blanked() -> None:
+    """A call kept only for its effect, reading nothing the model or a rule reads, is blanked even
+    inside a definition that stays; anything naming a loss, K, an event or a helper stays."""
+    kept = _kept(ARGPARSE_SCRIPT)
+    assert 'parser.add_argument("--learning_rate", type=float, default=1e-4, help="Initial learning rate.")' not in kept
+    assert 'logger.info("starting run in %s", args.output_dir)' not in kept
+    assert "progress_bar.set_postfix(lr=0.1)" not in kept
+    # GA011 reads the option's name as a name for K; the loss is read by provenance.
+    assert 'parser.add_argument("--gradient_accumulation_steps", type=int, default=1)' in kept
+    assert 'logger.info("loss %s", loss.item())' in kept
+    assert "return parser.parse_args()" in kept and "loss.backward()" in kept
+    reduced = relevant_source(ARGPARSE_SCRIPT)
+    assert reduced.count("\n") == ARGPARSE_SCRIPT.count("\n")
+    cst.parse_module(reduced)
+    full = check_source(ARGPARSE_SCRIPT, "train.py", RULES, prefilter=False)
+    assert "GA002" in [d.code for d in full.diagnostics]
+    assert check_source(ARGPARSE_SCRIPT, "train.py", RULES, prefilter=True).diagnostics == full.diagnostics
+
+
+def test_a_statement_sharing_a_line_is_not_blanked() -> None:
+    source = ARGPARSE_SCRIPT.replace('    logger.info("starting run in %s", args.output_dir)\n',
+                                     '    logger.info("starting"); model.eval()\n')
+    assert 'logger.info("starting"); model.eval()' in _kept(source)
+    assert check_source(source, "train.py", RULES, prefilter=True).diagnostics == check_source(
+        source, "train.py", RULES, prefilter=False).diagnostics
