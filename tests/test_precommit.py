@@ -1,6 +1,6 @@
 """The pre-commit hook, run for real through `pre-commit try-repo` in a temporary git repository.
 
-pre-commit builds the hook's virtual environment with pip, so this needs `pre-commit` installed and
+pre-commit builds the hook's virtual environment with pip, so this needs `pre-commit` (in the test extra) and
 a package index (or a pip configuration that points at a local one) for libcst and click. Without
 either, the test is skipped and says why.
 """
