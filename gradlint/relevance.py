@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from gradlint.model.facts import (
+    BACKWARD_CALLS,
     FACT_METHODS,
     GRAD_CLEARING,
     SYNC_CONTROL,
@@ -302,7 +303,7 @@ class _Owners:
     def _call(self, node: ast.Call, owner: int) -> None:
         func = node.func
         name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-        if "backward" in name or any(k.arg == "update_grad" for k in node.keywords):
+        if name in BACKWARD_CALLS or any(k.arg == "update_grad" for k in node.keywords):
             self.backward.add(owner)
         elif name:
             self.calls.setdefault(owner, set()).add(name)

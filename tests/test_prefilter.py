@@ -17,6 +17,8 @@ from gradlint.prefilter import may_have_training_loop
     "engine.backward(loss)\nengine.step()\n",
     "loss_scaler(loss, optimizer, update_grad=(i + 1) % K == 0)\n",
     "def backward(ctx, g):\n    return g\nloss.backward()\nopt.step()\n",  # a definition and a call
+    "(loss\n    .backward())\nopt.step()\n",  # the method on the next line
+    "loss. \\\n    backward()\nopt.step()\n",  # after a backslash continuation
 ])
 def test_keeps_training_code(source: str) -> None:
     assert may_have_training_loop(source)
@@ -29,6 +31,9 @@ def test_keeps_training_code(source: str) -> None:
     "    def manual_backward(self, loss):\n        pass\nstep(1)\n",
     "loss.backward()\n",  # nothing step-like anywhere: no loop a rule could report
     "'''backward is documented here'''\nopt.step()\n",
+    # Functions named like a backward are not backward events: torch calls hundreds of them.
+    "grad_input = max_pool2d_backward(grad, x)\nopt.step()\n",
+    "out = aten.convolution_backward(g, x, w)\nscheduler.step()\n",
 ])
 def test_skips_what_cannot_be_reported(source: str) -> None:
     assert not may_have_training_loop(source)

@@ -135,6 +135,11 @@ GRAD_CLEARING = re.compile(r"(?i).*((zero|clear|reset|free)_?grads?|_foreach_zer
 WHOLE_FILE_ATTRIBUTES = frozenset({"grad", "prepare", "prepare_scheduler", "gradient_accumulation_steps"})
 # Names that control DDP/FSDP gradient sync: GA012 stays silent when any appears in the file.
 SYNC_CONTROL = re.compile(r".*(no_sync|require_backward_grad_sync|requires_gradient_sync|no_backward_sync).*")
+# The names of the calls that can be backward events (`events.classify_call`): `x.backward(...)` (a
+# tensor, an Accelerator, a DeepSpeed engine, Fabric, `torch.autograd.backward`) and Lightning's
+# `self.manual_backward(...)`. Not `max_pool2d_backward(...)`: torch calls hundreds of those, and a
+# function calling them holds no training loop. The walk roots here and in gradlint/relevance.py.
+BACKWARD_CALLS = frozenset({"backward", "manual_backward"})
 # Methods GA011 reads without a backward in them (Lightning's automatic optimisation).
 FACT_METHODS = frozenset({"training_step"})
 
@@ -176,7 +181,7 @@ class _FactsCollector(cst.CSTVisitor):
         func = node.func
         name = func.value if isinstance(func, cst.Name) else func.attr.value if isinstance(func, cst.Attribute) else ""
         owner = self._owners[-1]
-        if "backward" in name or any(a.keyword is not None and a.keyword.value == "update_grad" for a in node.args):
+        if name in BACKWARD_CALLS or any(a.keyword is not None and a.keyword.value == "update_grad" for a in node.args):
             self._backward.add(owner)
         elif name:
             self._calls.setdefault(owner, set()).add(name)
