@@ -19,7 +19,7 @@ from gradlint.fixes.tree import (
     statement,
     statement_text,
 )
-from gradlint.model import Event, Kind, LoopKind, ModuleModel, TrainingLoop
+from gradlint.model import Event, Kind, LoopKind, ModuleModel, TrainingLoop, traversal
 from gradlint.model.walker import Context
 
 
@@ -70,7 +70,7 @@ def _assigned_only_for_step(model: ModuleModel, stmt: cst.SimpleStatementLine, s
             if node.value in names:
                 uses.append(node)
 
-    function_of(model, stmt).visit(_Uses())
+    traversal.visit(function_of(model, stmt), _Uses())
     targets = {id(t.target) for t in small.targets}
     return all(id(u) in targets or any(inside(model, u, later) for later in after) for u in uses)
 

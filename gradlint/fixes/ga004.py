@@ -22,7 +22,7 @@ from gradlint.fixes.tree import (
     source,
     statement_text,
 )
-from gradlint.model import Kind, ModuleModel, Phase, TrainingLoop, loop_iterable
+from gradlint.model import Kind, ModuleModel, Phase, TrainingLoop, loop_iterable, traversal
 from gradlint.model.gates import periodicity
 from gradlint.model.syntax import dotted, last_part, number, positional
 
@@ -183,5 +183,5 @@ def _assigns(stmt: cst.CSTNode, counter: str) -> bool:
             nonlocal found
             found = found or dotted(node.target) == counter
 
-    stmt.visit(_Targets())
+    traversal.visit(stmt, _Targets())
     return found

@@ -7,13 +7,14 @@ from __future__ import annotations
 import libcst as cst
 
 from gradlint.fixes.edits import Applicability, EditKind, Fix, NodeEdit
+from gradlint.model import traversal
 from gradlint.model.syntax import code
 
 
 def fix(root: cst.CSTNode, divisor: cst.BaseExpression, in_helper: bool) -> Fix | None:
     """`x / K` becomes `x`; a statement `loss /= K` goes. None when the division is not found."""
     finder = _Division(divisor)
-    root.visit(finder)
+    traversal.visit(root, finder)
     if finder.found is None:
         return None
     applicability = Applicability.UNSAFE if in_helper else Applicability.SAFE

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import libcst as cst
 
 from gradlint.fixes.edits import EditKind, NodeEdit
-from gradlint.model import Event, Kind, ModuleModel, TrainingLoop
+from gradlint.model import Event, Kind, ModuleModel, TrainingLoop, traversal
 
 _EMPTY = cst.Module(body=[])
 
@@ -122,11 +122,11 @@ def root_names(expr: cst.CSTNode) -> set[str]:
 
     class _Roots(cst.CSTVisitor):
         def visit_Attribute(self, node: cst.Attribute) -> bool:
-            node.value.visit(self)
+            traversal.visit(node.value, self)
             return False
 
         def visit_Arg(self, node: cst.Arg) -> bool:
-            node.value.visit(self)
+            traversal.visit(node.value, self)
             return False
 
         def visit_Name(self, node: cst.Name) -> None:
@@ -135,7 +135,7 @@ def root_names(expr: cst.CSTNode) -> set[str]:
         def visit_Lambda(self, node: cst.Lambda) -> bool:
             return False
 
-    expr.visit(_Roots())
+    traversal.visit(expr, _Roots())
     return found
 
 
@@ -231,7 +231,7 @@ def _bound(function: cst.FunctionDef) -> set[str]:
         def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
             names.update(n.name.value for n in node.names)
 
-    function.visit(_Binds())
+    traversal.visit(function, _Binds())
     return names
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from gradlint.model import traversal
 from gradlint.model.gates import Phase
 from gradlint.model.loops import TrainingLoop, loop_iterable
 from gradlint.model.syntax import dotted, last_part, number, positional
@@ -42,7 +43,7 @@ def zero_based_counter(loop: TrainingLoop, gate: Guard, mod: cst.BinaryOperation
     if others:
         return None  # resumed from a checkpoint or otherwise set: cannot tell where it starts
     order = _Order(name, test_site)
-    info.node.visit(order)
+    traversal.visit(info.node, order)
     if order.test is None or not order.after or any(i < order.test for i in order.before):
         return None  # incremented before the test: 1-based where it is tested
     return name

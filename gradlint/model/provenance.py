@@ -225,32 +225,37 @@ def _over_cached_features(node: cst.Call, frame: Frame, order: int | None) -> bo
     scope = frame.scope
     if not scope.no_grad_names:
         return False
-    cached = set(scope.no_grad_names)
-    for _ in range(2):  # aliases: `accumulated = accum_features[key]`, and one more step
-        cached |= {name for name, found in scope.assignments.items()
-                   if name not in cached and any(_mentions(a.value, cached) for a in found)}
     candidates: list[cst.BaseExpression] = [node]
     for arg in node.args:
         name = dotted(arg.value)
         if name is not None:
             candidates += [a.value for a in scope.before(name, order) if a.operator is None]
             candidates += [a.value for a in scope.item_assignments.get(name, []) if a.operator is None]
-    return any(isinstance(c, cst.Call) and last_part(dotted(c.func)) in _CONCAT and _mentions(c, cached)
-               for c in candidates)
+    concatenations = [c for c in candidates if isinstance(c, cst.Call) and last_part(dotted(c.func)) in _CONCAT]
+    if not concatenations:
+        return False  # the usual case: decided before the aliases, which visit every assignment
+    cached = set(scope.no_grad_names)
+    for _ in range(2):  # aliases: `accumulated = accum_features[key]`, and one more step
+        cached |= {name for name, found in scope.assignments.items()
+                   if name not in cached and any(_mentions(a.value, cached) for a in found)}
+    return any(_mentions(c, cached) for c in concatenations)
 
 
 def _mentions(node: cst.CSTNode, names: set[str]) -> bool:
     if not names:
         return False
-    found = False
+    finder = _NameFinder(names)
+    traversal.visit(node, finder)
+    return finder.found
 
-    class _Names(cst.CSTVisitor):
-        def visit_Name(self, name: cst.Name) -> None:
-            nonlocal found
-            found = found or name.value in names
 
-    traversal.visit(node, _Names())
-    return found
+class _NameFinder(cst.CSTVisitor):
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+        self.found = False
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.found = self.found or node.value in self.names
 
 
 def _has_division(node: cst.BaseExpression) -> bool:

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import libcst as cst
 
 from gradlint.fixes import ga011
-from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling, TrainingLoop, When
+from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling, TrainingLoop, When, traversal
 from gradlint.model.provenance import trace
 from gradlint.model.quantities import is_k_name, looks_like_k, same_quantity
 from gradlint.model.syntax import code, dotted, keyword, last_part, number
@@ -211,7 +211,7 @@ def _clearly_without_accumulation(model: ModuleModel, call: cst.Call, name: str)
                                                    "deepspeed_plugin", "deepspeed_plugins")):
         return False
     scan = _AccumulationNames()
-    model.module.visit(scan)
+    traversal.visit(model.module, scan)
     # Set later (`accelerator.gradient_accumulation_steps = ...`, in any function), or never meant
     # to accumulate (no K anywhere: `accumulate()` kept from a template is a harmless no-op).
     if scan.assigned or not scan.intent:

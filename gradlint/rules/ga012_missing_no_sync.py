@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from gradlint.model import Framework, LoopKind, ModuleModel, TrainingLoop
+from gradlint.model import Framework, LoopKind, ModuleModel, TrainingLoop, traversal
 from gradlint.model.facts import SYNC_CONTROL
 from gradlint.model.syntax import code, dotted, last_part
 from gradlint.rules.base import Finding, Rule, show, step_of, via
@@ -110,7 +110,7 @@ def _mentions_sync_control(module: cst.Module) -> bool:
             nonlocal found
             found = found or bool(SYNC_CONTROL.fullmatch(node.value))
 
-    module.visit(_Visitor())
+    traversal.visit(module, _Visitor())
     return found
 
 
@@ -123,7 +123,7 @@ def _calls_of(node: cst.CSTNode, names: dict[str, str]) -> list[tuple[cst.Call, 
             if name in names:
                 found.append((call, name))
 
-    node.visit(_Visitor())
+    traversal.visit(node, _Visitor())
     return found
 
 
@@ -144,7 +144,7 @@ def _late_switches(loop: TrainingLoop, wrapped: dict[str, str]) -> Iterator[Find
     if not ddp:
         return
     order = _Order(ddp)
-    loop.loop.node.visit(order)
+    traversal.visit(loop.loop.node, order)
     for node, name, index in order.switches:
         first_forward = order.forwards.get(name)
         if first_forward is None or first_forward > index:
