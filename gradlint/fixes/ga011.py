@@ -7,12 +7,14 @@ from __future__ import annotations
 import libcst as cst
 
 from gradlint.fixes.edits import Applicability, EditKind, Fix, NodeEdit
-from gradlint.model import traversal
+from gradlint.fixes.tree import removal
+from gradlint.model import ModuleModel, traversal
 from gradlint.model.syntax import code
 
 
-def fix(root: cst.CSTNode, divisor: cst.BaseExpression, in_helper: bool) -> Fix | None:
-    """`x / K` becomes `x`; a statement `loss /= K` goes. None when the division is not found."""
+def fix(model: ModuleModel, root: cst.CSTNode, divisor: cst.BaseExpression, in_helper: bool) -> Fix | None:
+    """`x / K` becomes `x`; a statement `loss /= K` goes (with the `if K > 1:` it was alone under).
+    None when the division is not found, or its removal would leave a loop body empty."""
     finder = _Division(divisor)
     traversal.visit(root, finder)
     if finder.found is None:
@@ -20,7 +22,8 @@ def fix(root: cst.CSTNode, divisor: cst.BaseExpression, in_helper: bool) -> Fix 
     applicability = Applicability.UNSAFE if in_helper else Applicability.SAFE
     message = f"Drop the division by `{code(divisor)}`"
     if isinstance(finder.found, cst.SimpleStatementLine):
-        return Fix(applicability, message, (NodeEdit(EditKind.REMOVE, finder.found),))
+        edits = removal(model, finder.found)
+        return Fix(applicability, message, tuple(edits)) if edits else None
     left = finder.found.left  # type: ignore[union-attr]
     return Fix(applicability, message, (NodeEdit(EditKind.REPLACE, finder.found, code(left)),))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -71,6 +72,10 @@ class EventSpec:
                 return text
             return f"{name}(...)"
         return name if isinstance(name, str) else self.kind.value
+
+
+# A receiver named like a loss is the tensor being backpropagated, whatever it is passed.
+_LOSS_WORDS = re.compile(r"(?i)loss|objective|cost")
 
 
 def _grad_target(text: str | None) -> bool:
@@ -154,6 +159,12 @@ def _backward(
     if pos and facts.uses_deepspeed and recv is not None:
         # `model.backward(loss)` where `model` came back from deepspeed.initialize elsewhere.
         return EventSpec(Kind.BACKWARD, call, recv, Framework.DEEPSPEED, pos[0], extra=label)
+    if pos and isinstance(recv_node, cst.Name | cst.Attribute) and not _LOSS_WORDS.search(recv or ""):
+        # `accumulator.backward(loss)`: a wrapper of a kind not known here (nanotron's gradient
+        # accumulator, an amp handle). For a tensor the argument would be the incoming gradient
+        # (`out.backward(grad_out)`), so which of the two is the loss, and whether the wrapper
+        # divides it by K, is unknown: no value to trace, and no rule guesses.
+        return EventSpec(Kind.BACKWARD, call, recv, Framework.TORCH, None, extra=label)
     # Tensor backward: `loss.backward()`, `scaler.scale(loss).backward()`.
     value = recv_node
     scaler = None

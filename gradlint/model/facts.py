@@ -118,6 +118,10 @@ def _constructor_role(name: str) -> Role | None:
     last = last_part(name)
     if last in ("GradScaler", "ShardedGradScaler") or last.endswith("Scaler"):
         return Role.SCALER
+    # Schedule-free optimizers (`schedulefree.AdamWScheduleFree`, `SGDScheduleFree`) say "schedule"
+    # and are optimizers: their step() updates the weights.
+    if "schedulefree" in name.lower().replace("_", ""):
+        return Role.OPTIMIZER
     # Schedulers first: `torch.optim.lr_scheduler.LambdaLR` lives under `torch.optim` too.
     if "Scheduler" in last or re.fullmatch(r"[A-Z]\w*LR", last) or "schedule" in last.lower():
         return Role.SCHEDULER

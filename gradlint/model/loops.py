@@ -94,6 +94,16 @@ class TrainingLoop:
             return When.REST
         return When.EVERY
 
+    def on_every_path(self, events: list[Event]) -> bool:
+        """Whether, together, the events run on every micro-batch: one of them does, or two sit on
+        the two branches of one gate (`if (i + 1) % K == 0: engine.step()` / `else: engine.step()`)."""
+        whens = [self.when(e) for e in events]
+        if When.EVERY in whens:
+            return True
+        once = [e for e, w in zip(events, whens, strict=True) if w is When.ONCE]
+        rest = [e for e, w in zip(events, whens, strict=True) if w is When.REST]
+        return any(_branches_of_one_gate(self.inner_guards(a), self.inner_guards(b)) for a in once for b in rest)
+
     @property
     def k_text(self) -> str:
         return code(self.k) if self.k is not None else "K"
@@ -109,6 +119,33 @@ class TrainingLoop:
     @property
     def k_literal(self) -> float | None:
         return number(self.k)
+
+
+def _k_from_deepspeed_or_one(gate: Guard, gated: list[Event], prepared: set[str] | frozenset[str]) -> bool:
+    """Accelerate under DeepSpeed: K read from the DeepSpeed config, and 1 without DeepSpeed
+    (`K = plugin.deepspeed_config["gradient_accumulation_steps"] if plugin else 1`). Without it, every
+    micro-batch steps; with it, the prepared optimizer's step() and zero_grad() do nothing (the engine
+    steps inside `accelerator.backward`): the hand-written gate decides nothing either way."""
+    name = dotted(gate.periodic.modulus) if gate.periodic is not None else None
+    if name is None or not gated or any(last_part(e.spec.optimizer or e.spec.receiver) not in prepared for e in gated):
+        return False
+    values: list[cst.BaseExpression] = []
+    for value, _ in gate.frame.resolve(name):
+        values += [value.body, value.orelse] if isinstance(value, cst.IfExp) else [value]
+    from_config = ["deepspeed" in code(v).lower() for v in values]
+    return any(from_config) and all(f or number(v) == 1 for v, f in zip(values, from_config, strict=True))
+
+
+def _branches_of_one_gate(first: list[Guard], second: list[Guard]) -> bool:
+    """The same conditions but for one periodic gate, taken in `first` and not taken in `second`."""
+    if len(first) != len(second):
+        return False
+    split = [(a, b) for a, b in zip(first, second, strict=True)
+             if a.expr is not b.expr or a.negated is not b.negated]
+    if len(split) != 1:
+        return False
+    a, b = split[0]
+    return a.expr is b.expr and a.periodic is not None and a.negated is not b.negated
 
 
 def _inner_range_k(loop: cst.CSTNode) -> cst.BaseExpression | None:
@@ -409,8 +446,8 @@ def _key(nodes: tuple[cst.CSTNode, ...]) -> tuple[int, ...]:
     return tuple(map(id, nodes))
 
 
-def build_loops(walk: WalkResult) -> list[TrainingLoop]:
-    """The training loops of one walked root."""
+def build_loops(walk: WalkResult, prepared: set[str] | frozenset[str] = frozenset()) -> list[TrainingLoop]:
+    """The training loops of one walked root (`prepared`: names passed to `accelerator.prepare`)."""
     loops: list[TrainingLoop] = []
     # A helper inlined at two call sites walks the same loop twice, under different enclosing
     # loops: a loop is its whole path, so the two walks never mix.
@@ -441,6 +478,8 @@ def build_loops(walk: WalkResult) -> list[TrainingLoop]:
             loop.kind = LoopKind.GATED  # provisionally, so that `when` reads the gate
             if gate is not None and all(loop.when(b) is When.ONCE for b in backwards):
                 gate = None  # backward and step both run once per K batches: nothing accumulates
+            if gate is not None and _k_from_deepspeed_or_one(gate, gated, prepared):
+                gate = None
             if gate is not None:
                 loop.kind = LoopKind.GATED
                 loop.gate = gate

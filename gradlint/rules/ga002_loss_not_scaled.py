@@ -26,7 +26,8 @@ class LossNotScaled(Rule):
     `multiply_grads`), `accelerator.backward()` when the Accelerator was built with
     `gradient_accumulation_steps` (it divides), DeepSpeed engines, and a K that changes during
     training (YOLO-style warm-up), where the scale is managed on purpose. Dividing a copy for
-    logging does not count: only what reaches backward does.
+    logging does not count: only what reaches backward does. An object of unknown kind given the
+    loss (`accumulator.backward(loss)`) is not judged: whether it divides is not visible here.
 
     ## Example
     ```python

@@ -79,12 +79,15 @@ class ClipWithoutUnscale(Rule):
                     continue  # `if use_amp: scaler.scale(loss).backward() ... else: loss.backward(); clip`
                 scaler = sorted(scalers)[0]
                 reason = _reason(loop.of_kind(Kind.UNSCALE), clip, scaler)
+                stepped = {e.spec.optimizer for e in loop.of_kind(Kind.STEP)
+                           if e.spec.framework is Framework.SCALER and e.spec.receiver == scaler and e.spec.optimizer}
+                optimizer = stepped.pop() if len(stepped) == 1 else "optimizer"
                 yield Finding(
                     self.code,
                     clip.node,
                     f"{show(clip)}{via(clip)} clips gradients still multiplied by the loss scale of "
                     f"`{scaler}` ({reason}): the threshold is effectively divided by the scale; call "
-                    f"`{scaler}.unscale_(optimizer)` before clipping",
+                    f"`{scaler}.unscale_({optimizer})` before clipping",
                     ga005.fix(model, loop, clip, scaler) if len(scalers) == 1 else None,
                 )
 

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import libcst as cst
 
 from gradlint.fixes import ga011
-from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling, TrainingLoop, When, traversal
+from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling, TrainingLoop, traversal
 from gradlint.model.provenance import trace
 from gradlint.model.quantities import is_k_name, looks_like_k, same_quantity
 from gradlint.model.syntax import code, dotted, keyword, last_part, number
@@ -61,7 +61,8 @@ class DoubleLossScaling(Rule):
 
     ## Fix
     Safe: the hand-written division goes (`loss / K` becomes `loss`, a `loss /= K` line is
-    removed), where the backpropagated loss is divided. Unsafe when that division is in a helper
+    removed, with the `if K > 1:` it stood alone under), where the backpropagated loss is divided.
+    Unsafe when that division is in a helper
     function (its other callers may need it). No fix for `accumulate()` without
     `gradient_accumulation_steps`: where K comes from is the script's choice.
     """
@@ -103,7 +104,7 @@ class DoubleLossScaling(Rule):
             if isinstance(event.node, cst.Call) and keyword(event.node, "scale_wrt_gas") is not None:
                 return None
             steps = [s for s in loop.of_kind(Kind.STEP) if s.spec.framework is Framework.DEEPSPEED]
-            if not steps or any(loop.when(s) is not When.EVERY for s in steps):
+            if not steps or not loop.on_every_path(steps):
                 return None  # the step is gated by hand: the engine may be configured with K = 1
             divisor = self._divisor(model, event, None)
             if divisor is None:
@@ -173,14 +174,14 @@ class DoubleLossScaling(Rule):
                     f"`training_step` returns a loss divided by `{code(divisor)}`, but Lightning's automatic "
                     "optimisation already divides it by `accumulate_grad_batches`: every update is K times "
                     "too small; return the undivided loss",
-                    ga011.fix(method, divisor, False),
+                    ga011.fix(model, method, divisor, False),
                 )
 
 
 def _fix(model: ModuleModel, event: Event, divisor: cst.BaseExpression):
     """Where the loss was divided: in the backward's own function (safe), else anywhere (a helper)."""
-    local = ga011.fix(event.frame.scope.node, divisor, bool(event.frame.via))
-    return local if local is not None else ga011.fix(model.module, divisor, True)
+    local = ga011.fix(model, event.frame.scope.node, divisor, bool(event.frame.via))
+    return local if local is not None else ga011.fix(model, model.module, divisor, True)
 
 
 def _manual_optimisation(cls: cst.ClassDef) -> bool:
