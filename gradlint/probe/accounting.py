@@ -117,6 +117,8 @@ class Window:
         self.dropped: list[Dropped] = []
         self.scale: torch.Tensor | None = None
         self.scaler: Any = None
+        self.scheduler_steps = 0  # LR scheduler steps of this optimizer since its last step
+        self.scheduler_site: Site | None = None
 
     @property
     def micro_batches(self) -> list[MicroBatch]:
@@ -167,6 +169,8 @@ class Track:
         self.last_backward_site: Site | None = None
         self.adopted_late = False
         self.foreign: set[tuple[str, int, int]] = set()  # backward sites whose contributions are cleared unused
+        # the first window's row and findings, held until the next window says whether it was a GA010
+        self.pending_first: tuple[dict[str, Any], list[dict[str, Any]], float, Site] | None = None
 
     # -- folding -----------------------------------------------------------------------------
     def begin_backward(self, rec: BackwardRecord, on_drop: Any) -> None:

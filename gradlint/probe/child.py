@@ -31,6 +31,20 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(te.format())
 
 
+def _innermost_user_line(exc: BaseException) -> dict[str, Any] | None:
+    """Where in the user's own code the exception came from (the line that called into torch)."""
+    from gradlint.probe.sites import is_user_file
+
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if is_user_file(filename) and not filename.startswith(_HIDDEN[0]):
+            found = {"filename": filename, "row": tb.tb_lineno, "column": 1}
+        tb = tb.tb_next
+    return found
+
+
 def main(argv: list[str]) -> int:
     with open(argv[1], encoding="utf-8") as fh:
         config: dict[str, Any] = json.load(fh)
@@ -46,6 +60,7 @@ def main(argv: list[str]) -> int:
         sink({"type": "error", "text": "the probe needs torch: pip install 'gradlint[probe]'"})
         return 3
 
+    from gradlint.probe.crashes import explain
     from gradlint.probe.instrumentation import ProbeStop, Session
     from gradlint.probe.options import ProbeOptions
 
@@ -72,7 +87,11 @@ def main(argv: list[str]) -> int:
         else:
             sink({"type": "crash", "text": f"SystemExit: {exc.code}", "steps": session.steps})
     except BaseException as exc:
-        sink({"type": "crash", "text": _user_traceback(exc), "steps": session.steps})
+        text = _user_traceback(exc)
+        finding = explain(f"{type(exc).__name__}: {exc}", _innermost_user_line(exc), session.steps)
+        if finding is not None:
+            sink(finding)
+        sink({"type": "crash", "text": text, "steps": session.steps, "explained": finding is not None})
     session.finish(natural_end=natural)
     out.close()
     return 0

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.optim.lr_scheduler as lr_module
 import torch.optim.optimizer as optim_module
 from torch.utils.data import dataloader as dl_module
 
@@ -66,6 +67,7 @@ class Session:
         self.started = time.monotonic()
         self.scaled: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor, Any]] = {}
         self.in_scaler_step: dict[int, Any] = {}
+        self._in_scheduler_step = False
         self.notes: set[str] = set()
         self._undo: list[Callable[[], None]] = []
         self._in_clip = False
@@ -108,6 +110,7 @@ class Session:
                     self._patch(module, name, lambda orig, n=name: self._make_clip(n, orig))
         self._patch(torch.amp.GradScaler, "scale", self._make_scaler_scale)
         self._patch(torch.amp.GradScaler, "step", self._make_scaler_step)
+        self._patch(lr_module.LRScheduler, "step", self._make_scheduler_step)
         self._patch(dl_module.DataLoader, "__iter__", self._make_dl_iter)
         self._patch(dl_module._BaseDataLoaderIter, "__next__", self._make_dl_next)
         pre = optim_module.register_optimizer_step_pre_hook(self._pre_hook)
@@ -325,6 +328,22 @@ class Session:
             return result
         return step
 
+    def _make_scheduler_step(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        def step(scheduler: Any, *args: Any, **kwargs: Any) -> Any:
+            # Not the step every scheduler takes in its constructor, nor the inner steps of a
+            # SequentialLR / ChainedScheduler (the outer call is the user's).
+            if self.active and getattr(scheduler, "_step_count", 0) > 0 and not self._in_scheduler_step:
+                track = self.tracks.get(id(_unwrap(getattr(scheduler, "optimizer", None))))
+                if track is not None:
+                    track.window.scheduler_steps += 1
+                    track.window.scheduler_site = user_site()
+            outer, self._in_scheduler_step = self._in_scheduler_step, True
+            try:
+                return orig(scheduler, *args, **kwargs)
+            finally:
+                self._in_scheduler_step = outer
+        return step
+
     def _skipped(self, track: acc.Track, site: Site) -> None:
         k = track.window.size
         step = track.steps + 1
@@ -507,15 +526,44 @@ class Session:
             zero_grad_before_step=zero_before_step, early_clips=early, final_clip=final, leaked=leaked,
             prev_k=max(track.sizes) if track.sizes else None, scaled_step=scaled_step,
             stale=not track.cleared_since_step and track.steps > 0,
+            scheduler_steps=w.scheduler_steps, scheduler_site=w.scheduler_site,
             judgeable=all(c.judgeable for c in firsts), tol=2e-2 if low_precision else 2e-3,
         )
         row, findings = decide(facts)
         data = row.to_json()
         data["type"] = "row"
-        self.sink(data)
+        if track.pending_first is not None:
+            self._settle_first(track, k, row.verdict)
+        if step == 1 and k == 1 and row.codes == ["GA101"] and not _near_one(coefs[0]):
+            # One micro-batch carrying a factor: a deliberate weight, or an off-by-one gate (`i % K
+            # == 0` with a 0-based `i` steps after micro-batch 0) whose loss was divided by K. The
+            # next window's size tells the two apart.
+            track.pending_first = (data, findings, coefs[0], step_site)
+        else:
+            self._emit(data, findings)
+        track.sizes.append(k)
+
+    def _emit(self, row: dict[str, Any], findings: list[dict[str, Any]]) -> None:
+        self.sink(row)
         for item in findings:
             self.sink(item)
-        track.sizes.append(k)
+
+    def _settle_first(self, track: acc.Track, next_k: int | None, next_verdict: str | None) -> None:
+        """The first window (one micro-batch, divided by 1/c) was an off-by-one gate when the next
+        window holds round(1/c) micro-batches and matches: GA010 at step 1; else as decided."""
+        assert track.pending_first is not None
+        row, findings, coef, step_site = track.pending_first
+        track.pending_first = None
+        k = round(1 / coef) if coef else 0
+        if next_k is not None and next_k > 1 and k == next_k and abs(coef * k - 1) < 1e-2 and next_verdict == "ok":
+            message = (f"optimizer step 1 ran after a single micro-batch, whose loss was divided by K={k} (the "
+                       f"next window has {k} micro-batches): its gradient is {coef:.2f}x the large-batch gradient. "
+                       "The gate steps after micro-batches 0, K, 2K, ... (`i % K == 0` with a 0-based `i`); gate "
+                       "on `(i + 1) % K == 0`")
+            row = {**row, "verdict": "error", "codes": ["GA010"], "summary": message}
+            findings = [{**findings[0], "code": "GA010", "severity": "error", "message": message,
+                         "filename": step_site.filename, "row": step_site.row, "column": step_site.column}]
+        self._emit(row, findings)
 
     def _skipped_fused(self, track: acc.Track, step: int, site: Site) -> None:
         k = track.window.size
@@ -555,6 +603,9 @@ class Session:
             else:
                 self.note(f"remainder not checked: no epoch end observed in {self.steps} optimizer step(s) "
                           "(raise --max-steps/--timeout, or probe with a smaller dataset)")
+        for track in self.tracks.values():
+            if track.pending_first is not None:
+                self._settle_first(track, None, None)
         if not self.tracks:
             self.note("no torch.optim optimizer was created")
         self.sink({"type": "end", "stop_reason": self.stop_reason or ("script-end" if natural_end else "stopped"),
@@ -571,6 +622,10 @@ def _unwrap(opt: Any) -> Any:
             break
         opt = inner
     return opt
+
+
+def _near_one(x: float) -> bool:
+    return abs(x - 1) <= 1e-2
 
 
 def _clip_active(event: acc.ClipEvent) -> bool:

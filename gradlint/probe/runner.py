@@ -111,7 +111,11 @@ def _explain_outcome(report: ProbeReport, records: list[dict[str, Any]], returnc
     ended = any(r.get("type") == "end" for r in records)
     judged = bool(report.rows)
     if crash is not None:
-        if crash.get("steps", 0) == 0 and not judged:
+        if crash.get("explained"):  # a rule's bug (GradScaler refuses it): a finding, not a failure to run
+            report.notes.append(f"the script failed after {crash.get('steps', 0)} optimizer step(s):\n"
+                                + crash["text"].rstrip())
+            report.stop_reason = "crash"
+        elif crash.get("steps", 0) == 0 and not judged:
             report.error = "the script failed before its first optimizer step:\n" + crash["text"]
         else:
             report.notes.append(f"the script failed after {crash.get('steps', 0)} optimizer step(s):\n"

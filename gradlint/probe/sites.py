@@ -32,7 +32,7 @@ _PREFIXES: tuple[str, ...] | None = None
 _USER_FILE_CACHE: dict[str, bool] = {}
 
 
-def _is_user_file(filename: str) -> bool:
+def is_user_file(filename: str) -> bool:
     cached = _USER_FILE_CACHE.get(filename)
     if cached is None:
         global _PREFIXES
@@ -87,7 +87,7 @@ def user_site(skip: int = 1) -> Site:
     fallback = None
     while frame is not None:
         filename = frame.f_code.co_filename
-        if _is_user_file(filename):
+        if is_user_file(filename):
             return Site(filename, frame.f_lineno, frame.f_code, frame.f_lasti)
         if fallback is None and not filename.startswith(_PROBE_DIR):
             fallback = Site(filename, frame.f_lineno, frame.f_code, frame.f_lasti)

@@ -67,6 +67,8 @@ class WindowFacts:
     prev_k: int | None = None
     scaled_step: float | None = None
     stale: bool = False
+    scheduler_steps: int = 0  # LR scheduler steps during the window
+    scheduler_site: Site | None = None
     judgeable: bool = True
     tol: float = 2e-3
 
@@ -205,6 +207,13 @@ def decide(f: WindowFacts) -> tuple[StepRow, list[dict[str, Any]]]:
                 f"gradients of earlier windows ({cos_txt}, {_fmt(main.ratio)}x its norm)", f.step_site)
         explained = True
 
+    # GA007: the LR schedule advanced once per micro-batch, not once per update.
+    if f.k > 1 and f.scheduler_steps == f.k:
+        out.add("GA007", "warning",
+                f"the LR scheduler stepped {f.scheduler_steps} times during the {f.k} micro-batches of optimizer "
+                f"step {f.step}: the schedule advances once per micro-batch, {f.k}x as fast as the updates; step it "
+                "after the optimizer step, unless its length was counted in micro-batches", f.scheduler_site)
+
     loss_site = f.loss_site or f.backward_site
     if not explained:
         if numeric in ("mean-of-means", "scaled-mean-of-means"):
@@ -263,6 +272,11 @@ def _scale_finding(out: _Out, f: WindowFacts, factor: float | None, site: Site) 
         out.add("GA004", "warning",
                 f"the last window has {f.k} micro-batches but the loss was divided by K={f.prev_k}: its gradient is "
                 f"{factor:.2f}x the large-batch gradient; divide by the real window size", site)
+    elif equal and f.k > 1 and _near(c * f.k * f.k, 1.0) and not (f.prev_k and _near(c * f.prev_k, 1.0)):
+        out.add("GA011", "error",
+                f"gradient is {factor:.2f}x the large-batch gradient: each micro-batch's loss reached backward "
+                f"divided by {1 / c:.4g} = K*K (K={f.k}): divided by K twice (by hand, and by a backward that "
+                "divides already?); divide once", site)
     elif equal and f.k > 1 and _near(factor, f.k * c) and not _near(factor, 1.0):
         if f.leaked:
             return

@@ -129,3 +129,21 @@ def test_runs_past_steps_until_one_step_after_the_epoch_end() -> None:
     (f,) = report.findings
     assert f.code == "GA004" and f.row == 20 and f.filename.endswith("remainder_leak.py")
     assert "2 micro-batches from the end of the previous epoch leaked into step 3" in f.message
+
+
+@pytest.mark.parametrize(("script", "code", "row", "says"), [
+    ("unscale_every_micro_batch.py", "GA009", 16, "scaler.unscale_(optimizer) ran again before scaler.update()"),
+    ("scaler_update_every_micro_batch.py", "GA008", 19, "scaler.update() ran with no scaler.step(optimizer)"),
+])
+def test_gradscaler_refusals_are_findings_not_failures(script: str, code: str, row: int, says: str) -> None:
+    """GradScaler raises on these two bugs before the first step: the probe names the rule (exit 1)
+    instead of saying it could not run (exit 2), and keeps the script's traceback as a note."""
+    exit_code, out = _probe(str(SCRIPTS / script), "--output-format", "json")
+    assert exit_code == 1
+    data = json.loads(out[out.index("{"):])
+    assert data["error"] is None and data["stop_reason"] == "crash"
+    (finding,) = data["findings"]
+    assert finding["code"] == code and finding["severity"] == "error"
+    assert finding["filename"].endswith(script) and finding["location"]["row"] == row
+    assert says in finding["message"] and finding["steps"] == [1]
+    assert any("Traceback" in note for note in data["notes"])

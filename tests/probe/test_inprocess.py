@@ -518,3 +518,100 @@ def test_instrumentation_is_removed_after_watch() -> None:
     after = (torch.autograd.backward, F.cross_entropy, torch.optim.Optimizer.zero_grad,
              nn.utils.clip_grad_norm_, torch.amp.GradScaler.step)
     assert after == before
+
+
+def test_ga010_first_window_of_one_micro_batch() -> None:
+    """`i % K == 0` with a 0-based `i`: step 1 follows micro-batch 0 alone, divided by K; the later
+    windows are whole. The first window alone reads like a loss weight; the second tells."""
+    model = mlp()
+    with gp.watch() as probe:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for i, (x, y) in enumerate(batches(9)):
+            (F.cross_entropy(model(x), y) / K).backward()
+            if i % K == 0:
+                opt.step()
+                opt.zero_grad()
+    report = probe.report
+    assert [(r.step, r.window, r.verdict) for r in report.rows] == [(1, 1, "error"), (2, 4, "ok"), (3, 4, "ok")]
+    (f,) = report.findings
+    assert f.code == "GA010" and f.severity == "error" and f.steps == [1]
+    assert "step 1 ran after a single micro-batch, whose loss was divided by K=4" in f.message
+    assert f.row == test_ga010_first_window_of_one_micro_batch.__code__.co_firstlineno + 9  # the step
+
+
+def test_single_micro_batch_windows_with_a_weight_stay_info() -> None:
+    """Every window one micro-batch (no accumulation) with a constant weight: not an off-by-one."""
+    model = mlp()
+    with gp.watch() as probe:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in batches(3):
+            (0.25 * F.cross_entropy(model(x), y)).backward()
+            opt.step()
+            opt.zero_grad()
+    assert {f.code for f in probe.report.findings} == {"GA101"} and probe.report.ok
+    assert [r.verdict for r in probe.report.rows] == ["info", "info", "info"]
+
+
+def test_first_window_held_back_is_reported_when_the_script_ends() -> None:
+    model = mlp()
+    with gp.watch() as probe:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in batches(1):
+            (F.cross_entropy(model(x), y) / K).backward()
+            opt.step()
+    assert [r.step for r in probe.report.rows] == [1]
+    assert [f.code for f in probe.report.findings] == ["GA101"]
+
+
+def test_ga011_loss_divided_by_k_twice() -> None:
+    model = mlp()
+    with gp.watch() as probe:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for i, (x, y) in enumerate(batches(8), 1):
+            loss = F.cross_entropy(model(x), y) / K
+            (loss / K).backward()
+            if i % K == 0:
+                opt.step()
+                opt.zero_grad()
+    (f,) = probe.report.findings
+    assert f.code == "GA011" and f.severity == "error" and f.steps == [1, 2]
+    assert "gradient is 0.25x the large-batch gradient" in f.message and "divided by 16 = K*K (K=4)" in f.message
+    assert probe.report.rows[0].ratio == pytest.approx(0.25, rel=1e-5)
+
+
+def _scheduler_loop(per_micro_batch: bool, sequential: bool = False) -> gp.ProbeReport:
+    model = mlp()
+    with gp.watch() as probe:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        if sequential:  # its step() steps an inner scheduler: still one step
+            warm = torch.optim.lr_scheduler.LinearLR(opt, 0.1, 1.0, total_iters=10)
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100)
+            sched = torch.optim.lr_scheduler.SequentialLR(opt, [warm, cosine], milestones=[10])
+        else:
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=100)
+        for i, (x, y) in enumerate(batches(8), 1):
+            (F.cross_entropy(model(x), y) / K).backward()
+            if per_micro_batch:
+                sched.step()
+            if i % K == 0:
+                opt.step()
+                opt.zero_grad()
+                if not per_micro_batch:
+                    sched.step()
+    return probe.report
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")  # torch: this is the bug tested
+@pytest.mark.parametrize("sequential", [False, True])
+def test_ga007_scheduler_stepped_every_micro_batch(sequential: bool) -> None:
+    report = _scheduler_loop(per_micro_batch=True, sequential=sequential)
+    (f,) = report.findings
+    assert f.code == "GA007" and f.severity == "warning" and f.steps == [1, 2]
+    assert "the LR scheduler stepped 4 times during the 4 micro-batches of optimizer step 1" in f.message
+    assert report.ok  # a warning: the schedule's length may count micro-batches on purpose
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_scheduler_stepped_after_the_optimizer_is_ok(sequential: bool) -> None:
+    report = _scheduler_loop(per_micro_batch=False, sequential=sequential)
+    assert not report.findings and [r.verdict for r in report.rows] == ["ok", "ok"]
