@@ -31,7 +31,7 @@ from typing import Any
 
 from gradlint import __version__
 from gradlint.diagnostics import Diagnostic, FileWarning
-from gradlint.fixes.edits import Applicability, TextEdit, TextFix
+from gradlint.fixes.text import Applicability, TextEdit, TextFix
 
 DEFAULT_DIR_NAME = ".gradlint_cache"
 DIR_ENV = "GRADLINT_CACHE_DIR"
