@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import gradlint.checker as checker
+import gradlint.pipeline as pipeline
 from gradlint.cache import DEFAULT_DIR_NAME, Cache, CleanIndex
 from gradlint.cli import main
 
@@ -274,13 +275,13 @@ def _tree(tmp_path: Path) -> Path:
 
 def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
-    real = checker.read
+    real = pipeline.read
 
     def counting(path: str, *args: object) -> object:
         seen.append(Path(path).name)
         return real(path, *args)
 
-    monkeypatch.setattr(checker, "read", counting)
+    monkeypatch.setattr(pipeline, "read", counting)
     return seen
 
 
