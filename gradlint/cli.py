@@ -1,4 +1,7 @@
-"""Command line: `gradlint check`, the `gradlint PATH` shorthand, `rule`/`rules`, and `probe`."""
+"""Command line: `gradlint check`, the `gradlint PATH` shorthand, `rule`/`rules`, and `probe`.
+
+LibCST, the model and the rule classes (gradlint.checker, gradlint.rules) are imported only where a
+file is analysed or a rule's documentation is printed: a warm run never loads them."""
 
 from __future__ import annotations
 
@@ -9,13 +12,12 @@ from pathlib import Path
 
 import click
 
-from gradlint import __version__
+from gradlint import __version__, catalog
 from gradlint.cache import Cache, CleanError, clean, disabled_by_env, resolve_dir
-from gradlint.checker import FileResult, check_notebook, check_source, decode
 from gradlint.config import ConfigError, Overrides, Resolver, Selection, parse_per_file_ignores
 from gradlint.files import discover
 from gradlint.formats import FORMATS, Report, render, render_statistics
-from gradlint.rules import ALL_RULES, RULES_BY_CODE
+from gradlint.pipeline import FileResult, check_notebook, decode
 from gradlint.selection import SelectionError, parse_selectors
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -181,23 +183,24 @@ def _check_all(targets: list[str], resolver: Resolver, force_exclude: bool, stdi
     items = [(path, explicit) for path, explicit in discover([p for p in targets if p != "-"], resolver.excluded_entry)
              if not (explicit and force_exclude and resolver.excluded_explicit(Path(path)))]
     # Settings are resolved here, once per directory; workers only get each file's rule codes.
-    rules = [resolver.rules_for(Path(path)) for path, _ in items]
+    codes = [tuple(resolver.enabled_codes(Path(path))) for path, _ in items]
     progress = Progress(len(items))
     try:
-        results = check_paths(items, [], verbose, jobs or default_jobs(), rules_per_file=rules, cache=cache,
+        results = check_paths(items, [], verbose, jobs or default_jobs(), codes_per_file=codes, cache=cache,
                               on_result=progress.advance)
     finally:
         progress.close()
     if "-" in targets:
         name = stdin_filename or "-"
-        rules = resolver.rules_for(Path(name))
         source, error = decode(sys.stdin.buffer.read(), name)
         if error or source is None:
             results.append(FileResult(name, error=error))
         elif name.endswith(".ipynb"):
-            results.append(check_notebook(source, name, True, rules, verbose))
+            results.append(check_notebook(source, name, True, resolver.enabled_codes(Path(name)), verbose))
         else:
-            result = check_source(source, name, rules, verbose)
+            from gradlint.checker import check_source  # standard input is always analysed whole
+
+            result = check_source(source, name, resolver.rules_for(Path(name)), verbose)
             result.stdin, result.source = True, source
             results.append(result)
     return results
@@ -224,8 +227,7 @@ def clean_command(cache_dir: str | None, config_path: str | None, isolated: bool
 @click.argument("code")
 def rule(code: str) -> None:
     """Print the documentation of a rule, e.g. `gradlint rule GA001`."""
-    found = RULES_BY_CODE.get(code.upper())
-    if found is None:
+    if code.upper() not in catalog.BY_CODE:
         from gradlint.probe.model import RULE_NAMES as PROBE_CODES
 
         name = PROBE_CODES.get(code.upper())
@@ -234,6 +236,9 @@ def rule(code: str) -> None:
         click.echo(f"# {name} ({code.upper()})\n\nReported by the runtime probe only (`gradlint probe`); "
                    "see docs/probe.md for what it measures.")
         return
+    from gradlint.rules import RULES_BY_CODE  # the documentation is the rule class's docstring
+
+    found = RULES_BY_CODE[code.upper()]
     click.echo(f"# {found.name} ({found.code})\n\n{found.documentation()}")
 
 
@@ -242,14 +247,16 @@ def rule(code: str) -> None:
 def list_rules(output_format: str) -> None:
     """List every rule."""
     if output_format == "json":
+        from gradlint.rules import RULES_BY_CODE  # the explanation is the rule class's docstring
+
         click.echo(json.dumps([
-            {"code": r.code, "name": r.name, "summary": r.summary(), "default": r.default_enabled,
-             "severity": r.severity, "explanation": r.documentation()}
-            for r in ALL_RULES
+            {"code": r.code, "name": r.name, "summary": r.summary, "default": r.default_enabled,
+             "severity": r.severity, "explanation": RULES_BY_CODE[r.code].documentation()}
+            for r in catalog.RULES
         ], indent=2))
         return
-    for r in ALL_RULES:
-        click.echo(f"{r.code}  {r.name:<36} {r.summary()}")
+    for r in catalog.RULES:
+        click.echo(f"{r.code}  {r.name:<36} {r.summary}")
 
 
 def _register_probe() -> None:

@@ -16,11 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gradlint.catalog import RuleInfo
 from gradlint.files import DEFAULT_EXCLUDE
-from gradlint.rules import Rule
 from gradlint.selection import SelectionError, parse_selectors, resolve_layers
+
+if TYPE_CHECKING:
+    from gradlint.rules import Rule
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -226,8 +229,7 @@ class Resolver:
         elif isolated:
             self._fixed = Settings(path=None, root=Path.cwd().resolve())
         self._by_dir: dict[Path, Settings] = {}
-        self._rules: dict[frozenset[str], list[Rule]] = {}
-        self._layered: dict[int, list[type[Rule]]] = {}  # by id() of Settings kept alive in _by_dir/_fixed
+        self._layered: dict[int, list[RuleInfo]] = {}  # by id() of Settings kept alive in _by_dir/_fixed
         self._excluders: dict[int, ExcludeMatcher] = {}  # the same
         self._dir_settings: dict[str, Settings] = {}  # by directory as discovery spells it
 
@@ -267,12 +269,10 @@ class Resolver:
                 if not any(sel == "ALL" or rule.code.startswith(sel) for sel in ignored)]
 
     def rules_for(self, path: Path) -> list[Rule]:
-        from gradlint.rules import RULES_BY_CODE
+        """Rule instances, for the analysis itself (checking a file needs only `enabled_codes`)."""
+        from gradlint.checker import make_rules  # LibCST and the rules: only where a file is analysed
 
-        codes = frozenset(self.enabled_codes(path))
-        if codes not in self._rules:
-            self._rules[codes] = [rule() for code, rule in RULES_BY_CODE.items() if code in codes]
-        return self._rules[codes]
+        return make_rules(self.enabled_codes(path))
 
     def excluded(self, path: Path) -> bool:
         settings = self.settings_for(path if not path.is_dir() else path / "_")

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gradlint import catalog
+
 if TYPE_CHECKING:
-    from gradlint.fixes.edits import TextFix
+    from gradlint.fixes.text import TextFix
 
 
 @dataclass(frozen=True, order=True)
@@ -24,9 +26,7 @@ class Diagnostic:
     @property
     def severity(self) -> str:
         """"error", or "warning" for a performance rule (the code is correct, only slower)."""
-        from gradlint.rules import RULES_BY_CODE  # late: rules import the model, not diagnostics
-
-        rule = RULES_BY_CODE.get(self.code)
+        rule = catalog.BY_CODE.get(self.code)
         return rule.severity if rule is not None else "error"
 
     def location(self) -> str:

@@ -1,17 +1,19 @@
 """Checking many files on several cores. Results come back in the order the files were given,
-so output does not depend on `--jobs`."""
+so output does not depend on `--jobs`. Rules travel as codes: a worker makes the rule instances
+(gradlint.checker.make_rules) only when one of its files needs analysis."""
 
 from __future__ import annotations
 
 import os
 import signal
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
 
 from gradlint.cache import Cache, CleanIndex
-from gradlint.checker import FileResult, check_path, internal_error, screen_path
-from gradlint.rules import RULES_BY_CODE, Rule
+from gradlint.pipeline import FileResult, check_path, internal_error, screen_path
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 # Below this many files a pool costs more to start than it saves (most files are skipped by the
 # text test in microseconds).
@@ -21,7 +23,6 @@ MIN_FILES_FOR_POOL = 200
 # largest first, so that no worker is left with a 400 kB file at the end.
 _SCREEN_BATCH = 256
 
-_worker_rules: dict[tuple[str, ...], list[Rule]] = {}
 _worker_verbose = False
 _worker_cache: Cache | None = None
 
@@ -36,44 +37,36 @@ def _init(verbose: bool, cache: Cache | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no traceback per worker
 
 
-def _rules(codes: tuple[str, ...]) -> list[Rule]:
-    rules = _worker_rules.get(codes)
-    if rules is None:
-        rules = _worker_rules[codes] = [RULES_BY_CODE[code]() for code in codes]
-    return rules
-
-
 def _check(item: tuple[str, bool, tuple[str, ...]]) -> FileResult:
     path, explicit, codes = item
     try:
-        return check_path(path, explicit, _rules(codes), _worker_verbose, _worker_cache)
+        return check_path(path, explicit, codes, _worker_verbose, _worker_cache)
     except Exception as exc:  # an exception here would end pool.map, and with it every other file
         return FileResult(path, error=internal_error(path, exc))
 
 
-def _screen(batch: list[tuple[int, str, tuple[str, ...]]]) -> list[tuple[int, FileResult | None]]:
-    return [(index, _screen_one(path, codes)) for index, path, codes in batch]
+def _screen(batch: list[tuple[int, str]]) -> list[tuple[int, FileResult | None]]:
+    return [(index, _screen_one(path)) for index, path in batch]
 
 
-def _screen_one(path: str, codes: tuple[str, ...]) -> FileResult | None:
+def _screen_one(path: str) -> FileResult | None:
     try:
-        return screen_path(path, _rules(codes))
+        return screen_path(path)
     except Exception as exc:  # as in _check
         return FileResult(path, error=internal_error(path, exc))
 
 
-def check_paths(items: Sequence[tuple[str, bool]], rules: Sequence[Rule], verbose: bool, jobs: int,
-                rules_per_file: Sequence[Sequence[Rule]] | None = None, cache: Cache | None = None,
+def check_paths(items: Sequence[tuple[str, bool]], codes: Sequence[str], verbose: bool, jobs: int,
+                codes_per_file: Sequence[Sequence[str]] | None = None, cache: Cache | None = None,
                 on_result: Callable[[], None] | None = None) -> list[FileResult]:
-    """`rules` for every file, or `rules_per_file[i]` for `items[i]` (configuration may differ per
-    directory and file). `on_result` is called once per file checked (progress)."""
+    """The rules `codes` names for every file, or `codes_per_file[i]` for `items[i]` (configuration
+    may differ per directory and file). `on_result` is called once per file checked (progress)."""
     advance = on_result or (lambda: None)
-    per_file = rules_per_file if rules_per_file is not None else [rules] * len(items)
+    per_file = [tuple(c) for c in codes_per_file] if codes_per_file is not None else [tuple(codes)] * len(items)
     if cache is None:
         return _check_all(items, per_file, verbose, jobs, cache, advance)
     # Files the clean index settles are not read at all; the others are checked, and recorded when clean.
     index = CleanIndex(cache)
-    codes = [tuple(rule.code for rule in file_rules) for file_rules in per_file]
     settled: dict[int, FileResult] = {}
     stats: dict[int, os.stat_result] = {}
     for i, (path, explicit) in enumerate(items):
@@ -83,7 +76,7 @@ def check_paths(items: Sequence[tuple[str, bool]], rules: Sequence[Rule], verbos
             st = os.stat(path)
         except OSError:
             continue
-        if index.settles(path, st, codes[i]):
+        if index.settles(path, st, per_file[i]):
             settled[i] = FileResult(path)
             advance()
         else:
@@ -94,16 +87,19 @@ def check_paths(items: Sequence[tuple[str, bool]], rules: Sequence[Rule], verbos
     for i, result in zip(rest, checked, strict=True):
         results[i] = result
         if i in stats and result.error is None and not result.diagnostics and not result.warnings:
-            index.record(items[i][0], stats[i], codes[i])
+            index.record(items[i][0], stats[i], per_file[i])
     index.save()
     return [results[i] for i in range(len(items))]
 
 
-def _check_all(items: Sequence[tuple[str, bool]], per_file: Sequence[Sequence[Rule]], verbose: bool, jobs: int,
+def _check_all(items: Sequence[tuple[str, bool]], per_file: Sequence[tuple[str, ...]], verbose: bool, jobs: int,
                cache: Cache | None, advance: Callable[[], None]) -> list[FileResult]:
     if jobs > 1 and len(items) >= MIN_FILES_FOR_POOL:
-        work = [(path, explicit, tuple(rule.code for rule in file_rules))
-                for (path, explicit), file_rules in zip(items, per_file, strict=True)]
+        # Imported here: concurrent.futures and multiprocessing cost a run of a few files 13 ms.
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        work = [(path, explicit, codes) for (path, explicit), codes in zip(items, per_file, strict=True)]
         try:
             with ProcessPoolExecutor(max_workers=jobs, initializer=_init, initargs=(verbose, cache)) as pool:
                 try:
@@ -114,8 +110,8 @@ def _check_all(items: Sequence[tuple[str, bool]], per_file: Sequence[Sequence[Ru
         except (BrokenProcessPool, OSError):
             pass  # no processes on this machine (sandbox, memory): check them here instead
     results = []
-    for (path, explicit), file_rules in zip(items, per_file, strict=True):
-        results.append(check_path(path, explicit, file_rules, verbose, cache))
+    for (path, explicit), codes in zip(items, per_file, strict=True):
+        results.append(check_path(path, explicit, codes, verbose, cache))
         advance()
     return results
 
@@ -123,8 +119,7 @@ def _check_all(items: Sequence[tuple[str, bool]], per_file: Sequence[Sequence[Ru
 def _pooled(pool: ProcessPoolExecutor, work: list[tuple[str, bool, tuple[str, ...]]],
             advance: Callable[[], None]) -> list[FileResult]:
     results: list[FileResult | None] = [None] * len(work)
-    screenable = [(i, path, codes) for i, (path, explicit, codes) in enumerate(work)
-                  if not explicit and path.endswith(".py")]
+    screenable = [(i, path) for i, (path, explicit, _) in enumerate(work) if not explicit and path.endswith(".py")]
     batches = [screenable[i : i + _SCREEN_BATCH] for i in range(0, len(screenable), _SCREEN_BATCH)]
     for batch in pool.map(_screen, batches):
         for index, result in batch:

@@ -1,11 +1,11 @@
 """`--select` / `--ignore`: codes, prefixes and ALL, resolved as ruff does (the most specific
-selector wins; on a tie, ignore wins)."""
+selector wins; on a tie, ignore wins). Works on the catalog: choosing rules imports none of them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gradlint.rules import ALL_RULES, Rule
+from gradlint.catalog import RULES, RuleInfo
 
 
 class SelectionError(ValueError):
@@ -19,9 +19,9 @@ def _parse(selectors: Iterable[str]) -> list[str]:
             part = part.strip().upper()
             if not part:
                 continue
-            if part != "ALL" and not any(rule.code.startswith(part) for rule in ALL_RULES):
+            if part != "ALL" and not any(rule.code.startswith(part) for rule in RULES):
                 raise SelectionError(f"unknown rule selector `{part}` (known: ALL, GA, "
-                                     + ", ".join(r.code for r in ALL_RULES) + ")")
+                                     + ", ".join(r.code for r in RULES) + ")")
             out.append(part)
     return out
 
@@ -32,11 +32,11 @@ def _specificity(selector: str, code: str) -> int:
     return len(selector) if code.startswith(selector) else -1
 
 
-def select_rules(select: Iterable[str] | None, ignore: Iterable[str] = ()) -> list[type[Rule]]:
+def select_rules(select: Iterable[str] | None, ignore: Iterable[str] = ()) -> list[RuleInfo]:
     chosen_select = _parse(select) if select is not None else None
     chosen_ignore = _parse(ignore)
     rules = []
-    for rule in ALL_RULES:
+    for rule in RULES:
         if chosen_select is None:
             best_select = 0 if rule.default_enabled else -1
         else:
@@ -52,18 +52,18 @@ def parse_selectors(selectors: Iterable[str]) -> list[str]:
     return _parse(selectors)
 
 
-def resolve_layers(layers: Iterable[tuple[list[str] | None, list[str], list[str]]]) -> list[type[Rule]]:
+def resolve_layers(layers: Iterable[tuple[list[str] | None, list[str], list[str]]]) -> list[RuleInfo]:
     """Selections stacked as ruff stacks them (configuration file, then command line): each layer is
     (select, ignore, extend_select). A layer with `select` starts afresh; one without only adds and
     removes. Within a layer the most specific selector wins, and ignore wins a tie."""
-    enabled = {rule.code for rule in ALL_RULES if rule.default_enabled}
+    enabled = {rule.code for rule in RULES if rule.default_enabled}
     for select, ignore, extend_select in layers:
         chosen = [*(select or []), *extend_select]
-        for rule in ALL_RULES:
+        for rule in RULES:
             best_select = max((_specificity(s, rule.code) for s in chosen), default=-1)
             best_ignore = max((_specificity(s, rule.code) for s in ignore), default=-1)
             if best_select >= 0 and best_select > best_ignore:
                 enabled.add(rule.code)
             elif best_ignore >= 0 or select is not None:
                 enabled.discard(rule.code)
-    return [rule for rule in ALL_RULES if rule.code in enabled]
+    return [rule for rule in RULES if rule.code in enabled]

@@ -22,12 +22,12 @@ import tokenize
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from gradlint import catalog
 from gradlint.diagnostics import Diagnostic
 from gradlint.probe.model import RULE_NAMES as PROBE_CODES
-from gradlint.rules import RULES_BY_CODE
 
 # Codes a suppression may name without a warning: the static rules and the probe's own codes.
-KNOWN_CODES = frozenset(RULES_BY_CODE) | frozenset(PROBE_CODES)
+KNOWN_CODES = frozenset(catalog.BY_CODE) | frozenset(PROBE_CODES)
 
 # `noqa` as a word, then optionally `: CODES`. Codes are ruff-shaped (letters then digits), separated by
 # commas and/or spaces. Anything after the codes (a reason, say) is prose.

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import gradlint.checker as checker
+import gradlint.pipeline as pipeline
 from gradlint.cache import DEFAULT_DIR_NAME, Cache, CleanIndex
 from gradlint.cli import main
 
@@ -218,6 +219,15 @@ def test_store_is_atomic_and_tolerates_a_concurrent_writer(tmp_path: Path) -> No
     assert names == [key]  # no temporary files left behind
 
 
+def test_fingerprint_holds_the_installed_libcst_version() -> None:
+    """Read from LibCST's own files without importing importlib.metadata: still its real version."""
+    from importlib.metadata import version
+
+    from gradlint.cache import _libcst_version
+
+    assert version("libcst") in _libcst_version()
+
+
 def test_errors_are_not_cached(tmp_path: Path) -> None:
     script = tmp_path / "train.py"
     script.write_text("for b in loader:\n    loss.backward(\n    optimizer.step()\n")
@@ -274,13 +284,13 @@ def _tree(tmp_path: Path) -> Path:
 
 def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
-    real = checker.read
+    real = pipeline.read
 
     def counting(path: str, *args: object) -> object:
         seen.append(Path(path).name)
         return real(path, *args)
 
-    monkeypatch.setattr(checker, "read", counting)
+    monkeypatch.setattr(pipeline, "read", counting)
     return seen
 
 

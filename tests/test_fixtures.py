@@ -25,6 +25,7 @@ MARKER = re.compile(r"#\s*expect:\s*([A-Z]{2}\d{3}(?:\s*,\s*[A-Z]{2}\d{3})*)")
 # fixtures/fixes/ holds `.in.py` / `.out.py` pairs for --fix (tests/test_fixes.py), without markers.
 SCRIPTS = sorted(p for p in FIXTURES.rglob("*.py") if "probe" not in p.parts and "fixes" not in p.parts)
 RULES = [rule() for rule in ALL_RULES]
+CODES = [rule.code for rule in ALL_RULES]  # check_path takes codes
 
 
 def _expected_markers(path: Path) -> set[tuple[int, str]]:
@@ -64,7 +65,7 @@ def test_fixture(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # (forced on at any size) lose nothing here.
     monkeypatch.setattr(relevance, "MIN_BYTES", 0)
     for explicit in (False, True):
-        staged = check_path(str(path), explicit, RULES)
+        staged = check_path(str(path), explicit, CODES)
         assert {(d.row, d.code) for d in staged.diagnostics} == found
 
     snapshot = path.with_suffix(".expected")

@@ -16,10 +16,10 @@ from .conftest import FIXTURES
 
 def test_pool_matches_serial(monkeypatch: pytest.MonkeyPatch) -> None:
     items = list(discover([str(FIXTURES)]))
-    rules = [rule() for rule in ALL_RULES]
-    serial = parallel.check_paths(items, rules, False, jobs=1)
+    codes = [rule.code for rule in ALL_RULES]
+    serial = parallel.check_paths(items, codes, False, jobs=1)
     monkeypatch.setattr(parallel, "MIN_FILES_FOR_POOL", 1)
-    pooled = parallel.check_paths(items, rules, False, jobs=2)
+    pooled = parallel.check_paths(items, codes, False, jobs=2)
     assert [r.filename for r in pooled] == [path for path, _ in items]
     assert [r.diagnostics for r in pooled] == [r.diagnostics for r in serial]
     assert sum(len(r.diagnostics) for r in serial) > 20
@@ -35,11 +35,11 @@ def test_screened_files_match_serial(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for i in range(30):
         (tmp_path / f"plain_{i}.py").write_text(f"def f{i}(x):\n    return x + {i}\n", encoding="utf-8")
     items = list(discover([str(tmp_path)]))
-    rules = [rule() for rule in ALL_RULES]
-    serial = parallel.check_paths(items, rules, False, jobs=1)
+    codes = [rule.code for rule in ALL_RULES]
+    serial = parallel.check_paths(items, codes, False, jobs=1)
     monkeypatch.setattr(parallel, "MIN_FILES_FOR_POOL", 1)
     monkeypatch.setattr(parallel, "_SCREEN_BATCH", 7)
-    pooled = parallel.check_paths(items, rules, False, jobs=2)
+    pooled = parallel.check_paths(items, codes, False, jobs=2)
     assert [r.filename for r in pooled] == [path for path, _ in items]
     for got, want in zip(pooled, serial, strict=True):
         assert (got.diagnostics, got.error, got.warnings) == (want.diagnostics, want.error, want.warnings)

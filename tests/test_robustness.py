@@ -24,6 +24,7 @@ from gradlint.rules import ALL_RULES
 from .conftest import FIXTURES, ROOT
 
 RULES = [rule() for rule in ALL_RULES]
+CODES = [rule.code for rule in ALL_RULES]  # check_path and check_paths take codes
 
 LOOP = textwrap.dedent("""\
     for i, (x, y) in enumerate(loader):
@@ -106,7 +107,7 @@ TOKENS = ["for", "in", "if", "else:", "while", "def", "class", "return", "with",
 def _check_file(tmp_path: Path, data: bytes, name: str = "x.py", explicit: bool = True) -> None:
     path = tmp_path / name
     path.write_bytes(data)
-    result = check_path(str(path), explicit, RULES)  # must not raise
+    result = check_path(str(path), explicit, CODES)  # must not raise
     if result.error is not None:
         assert "internal error" not in result.error.reason, result.error.traceback
 
@@ -211,7 +212,7 @@ def test_line_endings_bom_and_tabs_change_nothing(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(data)
     found = {}
     for name in variants:
-        result = check_path(str(tmp_path / name), True, RULES)
+        result = check_path(str(tmp_path / name), True, CODES)
         assert result.error is None, (name, result.error)
         found[name] = [(d.code, d.row, d.column if name != "tabs.py" else None) for d in result.diagnostics]
     expected = found["lf.py"]
@@ -291,7 +292,7 @@ def test_internal_error_in_one_file_leaves_the_others_checked(tmp_path: Path, mo
     monkeypatch.setattr(checker, "build_model", _explode_on("model(b, 3)"))
     monkeypatch.setattr(parallel, "MIN_FILES_FOR_POOL", 1)
     items = [(str(p), False) for p in sorted(tmp_path.iterdir())]
-    results = parallel.check_paths(items, RULES, False, jobs=jobs)
+    results = parallel.check_paths(items, CODES, False, jobs=jobs)
     assert [r.error is not None for r in results] == [False, False, False, True, False, False]
     error = results[3].error
     assert error is not None and "internal error while checking (KeyError: 'boom')" in error.reason
@@ -311,9 +312,9 @@ def test_failure_outside_the_analysis_is_an_internal_error_too(tmp_path: Path,
     import gradlint.notebooks as notebooks
 
     monkeypatch.setattr(notebooks, "parse", broken)
-    result = check_path(str(tmp_path / "b.ipynb"), True, RULES)
+    result = check_path(str(tmp_path / "b.ipynb"), True, CODES)
     assert result.error is not None and "internal error while checking (RuntimeError" in result.error.reason
-    assert check_path(str(tmp_path / "a.py"), True, RULES).error is None
+    assert check_path(str(tmp_path / "a.py"), True, CODES).error is None
 
 
 # -- the real world -------------------------------------------------------------------------------------

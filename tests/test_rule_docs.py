@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from gradlint import catalog
 from gradlint.checker import check_source
-from gradlint.docs import render_rule_page
+from gradlint.docs import CATALOG_PATH, render_catalog, render_rule_page
 from gradlint.fixing import fix_source
 from gradlint.rules import ALL_RULES, Rule
 
@@ -57,6 +58,18 @@ def test_docs_page_matches_docstring(rule: type[Rule]) -> None:
     assert page.read_text(encoding="utf-8") == render_rule_page(rule), (
         f"{page} is out of date: run `python -m gradlint.docs`"
     )
+
+
+def test_catalog_matches_the_rules() -> None:
+    """gradlint/catalog.py (rule metadata without LibCST) is what the generator writes, and says
+    what the rule classes say."""
+    assert (ROOT / CATALOG_PATH).read_text(encoding="utf-8") == render_catalog(), (
+        "gradlint/catalog.py is out of date: run `python -m gradlint.docs`"
+    )
+    from_classes = tuple(catalog.RuleInfo(r.code, r.name, r.default_enabled, r.severity, r.summary(), r.offers_fixes())
+                         for r in ALL_RULES)
+    assert from_classes == catalog.RULES
+    assert list(catalog.BY_CODE) == [r.code for r in ALL_RULES]
 
 
 def test_codes_and_names_are_unique() -> None:

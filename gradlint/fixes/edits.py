@@ -1,5 +1,6 @@
 """What a fix is, in two forms: edits on LibCST nodes (what rules build) and text edits with
-positions (what is applied, shown in a diff and written to JSON)."""
+positions (what is applied, shown in a diff and written to JSON; in gradlint/fixes/text.py, which
+needs no LibCST, and re-exported here)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,13 @@ import itertools
 import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 import libcst as cst
 from libcst.metadata import CodeRange
 
+from gradlint.fixes.text import Applicability, TextEdit, TextFix  # re-exported: existing imports keep working
+
 _LINE_END = re.compile(r"\r\n|\r|\n")
-
-
-class Applicability(Enum):
-    SAFE = "safe"  # applied by --fix: keeps what the code means to do, changes only the reported code
-    UNSAFE = "unsafe"  # applied only with --unsafe-fixes: a choice the user should review
 
 
 class EditKind(Enum):
@@ -44,32 +41,6 @@ class Fix:
     applicability: Applicability
     message: str
     edits: tuple[NodeEdit, ...]
-
-
-@dataclass(frozen=True, order=True)
-class TextEdit:
-    start: int  # offsets into the source string
-    end: int
-    content: str
-    row: int = 0  # 1-based, for JSON
-    column: int = 0
-    end_row: int = 0
-    end_column: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"content": self.content, "location": {"row": self.row, "column": self.column},
-                "end_location": {"row": self.end_row, "column": self.end_column}}
-
-
-@dataclass(frozen=True)
-class TextFix:
-    applicability: Applicability
-    message: str
-    edits: tuple[TextEdit, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"applicability": self.applicability.value, "message": self.message,
-                "edits": [e.to_json() for e in self.edits]}
 
 
 class Lines:
@@ -159,3 +130,4 @@ def _indent(text: str, indent: str, unit: str, newline: str) -> str:
         depth = (len(line) - len(stripped)) // 4
         out.append(f"{indent}{unit * depth}{stripped}{newline}" if stripped else newline)
     return "".join(out)
+

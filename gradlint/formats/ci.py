@@ -9,10 +9,10 @@ from typing import Any
 from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
-from gradlint import __version__
+from gradlint import __version__, catalog
+from gradlint.catalog import RuleInfo
 from gradlint.diagnostics import Diagnostic
 from gradlint.formats.report import Report, rule_url
-from gradlint.rules import ALL_RULES, RULES_BY_CODE
 
 
 def _relative(filename: str) -> str:
@@ -48,13 +48,13 @@ def render_github(report: Report) -> str:
 # -- SARIF 2.1.0 (GitHub code scanning): https://docs.oasis-open.org/sarif/sarif/v2.1.0/
 
 
-def _sarif_rule(rule: type) -> dict[str, Any]:
+def _sarif_rule(rule: RuleInfo, documentation: str) -> dict[str, Any]:
     return {
         "id": rule.code,
         "name": rule.name,
-        "shortDescription": {"text": rule.summary()},
-        "fullDescription": {"text": _section(rule.documentation(), "Why is this bad?") or rule.summary()},
-        "help": {"text": rule.documentation(), "markdown": rule.documentation()},
+        "shortDescription": {"text": rule.summary},
+        "fullDescription": {"text": _section(documentation, "Why is this bad?") or rule.summary},
+        "help": {"text": documentation, "markdown": documentation},
         "helpUri": rule_url(rule.code),
         "defaultConfiguration": {"level": rule.severity},
         "properties": {"tags": ["performance" if rule.severity == "warning" else "correctness", "pytorch",
@@ -90,7 +90,11 @@ def _sarif_result(d: Diagnostic, index: dict[str, int]) -> dict[str, Any]:
 
 
 def render_sarif(report: Report) -> str:
-    index = {rule.code: i for i, rule in enumerate(ALL_RULES)}
+    # The help text is each rule's whole docstring, which only the rule classes hold: SARIF is the one
+    # format that imports them (and LibCST with them).
+    from gradlint.rules import RULES_BY_CODE
+
+    index = {rule.code: i for i, rule in enumerate(catalog.RULES)}
     cwd = Path.cwd().as_uri().rstrip("/") + "/"
     log = {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
@@ -101,7 +105,7 @@ def render_sarif(report: Report) -> str:
                 "version": __version__,
                 "semanticVersion": __version__,
                 "informationUri": rule_url("GA001").rsplit("/blob/", 1)[0],
-                "rules": [_sarif_rule(rule) for rule in ALL_RULES],
+                "rules": [_sarif_rule(rule, RULES_BY_CODE[rule.code].documentation()) for rule in catalog.RULES],
             }},
             "originalUriBaseIds": {"%SRCROOT%": {"uri": cwd}},
             "columnKind": "unicodeCodePoints",
@@ -152,7 +156,7 @@ def render_gitlab(report: Report) -> str:
         items.append({
             "description": f"{d.code} {d.message}" if d.cell is None else f"cell {d.cell}:{d.row}: {d.code} "
                                                                           f"{d.message}",
-            "check_name": f"{d.code} {RULES_BY_CODE[d.code].name if d.code in RULES_BY_CODE else ''}".strip(),
+            "check_name": f"{d.code} {catalog.BY_CODE[d.code].name if d.code in catalog.BY_CODE else ''}".strip(),
             "fingerprint": fingerprint,
             "severity": "minor" if d.severity == "warning" else "major",
             "location": {"path": path, "lines": {"begin": begin}},

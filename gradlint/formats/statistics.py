@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from gradlint import catalog
 from gradlint.formats.report import Report
-from gradlint.rules import RULES_BY_CODE
 
 
 def render_statistics_text(report: Report) -> str:
@@ -26,6 +26,6 @@ def statistics(report: Report) -> list[tuple[str, str, int]]:
     counts: dict[str, int] = {}
     for d in report.diagnostics:
         counts[d.code] = counts.get(d.code, 0) + 1
-    return sorted(((code, RULES_BY_CODE[code].name if code in RULES_BY_CODE else "", n)
+    return sorted(((code, catalog.BY_CODE[code].name if code in catalog.BY_CODE else "", n)
                    for code, n in counts.items()), key=lambda item: (-item[2], item[0]))
 
