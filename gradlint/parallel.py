@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from gradlint.cache import Cache, CleanIndex
-from gradlint.pipeline import FileResult, check_path, internal_error, screen_path
+from gradlint.diagnostics import FileError
+from gradlint.pipeline import ISSUE_TRACKER, FileResult, check_path, internal_error, screen_path
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
@@ -100,14 +102,20 @@ def _check_all(items: Sequence[tuple[str, bool]], per_file: Sequence[tuple[str, 
         from concurrent.futures.process import BrokenProcessPool
 
         work = [(path, explicit, codes) for (path, explicit), codes in zip(items, per_file, strict=True)]
+        done: list[FileResult | None] = [None] * len(work)
+        started = False
         try:
             with ProcessPoolExecutor(max_workers=jobs, initializer=_init, initargs=(verbose, cache)) as pool:
+                started = True
                 try:
-                    return _pooled(pool, work, advance)
+                    return _pooled(pool, work, advance, done)
                 except KeyboardInterrupt:
                     pool.shutdown(wait=False, cancel_futures=True)  # else leaving `with` runs every queued file
                     raise
-        except (BrokenProcessPool, OSError):
+        except BrokenProcessPool:
+            if started:  # a worker died mid-run: keep what came back, isolate the rest
+                return _one_by_one(work, done, verbose, cache, advance)
+        except OSError:
             pass  # no processes on this machine (sandbox, memory): check them here instead
     results = []
     for (path, explicit), codes in zip(items, per_file, strict=True):
@@ -116,9 +124,36 @@ def _check_all(items: Sequence[tuple[str, bool]], per_file: Sequence[tuple[str, 
     return results
 
 
+def _one_by_one(work: list[tuple[str, bool, tuple[str, ...]]], done: list[FileResult | None], verbose: bool,
+                cache: Cache | None, advance: Callable[[], None]) -> list[FileResult]:
+    """After a worker died (a native crash, such as LibCST's parser on pathological input, or the
+    out-of-memory killer): the files without a result, each in turn in a process of its own, so that
+    the one that kills its process is reported as that file's error instead of ending the run (the
+    main process would die on it too)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    pending = deque(i for i, result in enumerate(done) if result is None)
+    while pending:
+        with ProcessPoolExecutor(max_workers=1, initializer=_init, initargs=(verbose, cache)) as pool:
+            try:
+                while pending:
+                    done[pending[0]] = pool.submit(_check, work[pending[0]]).result()
+                    pending.popleft()
+                    advance()
+            except BrokenProcessPool:  # this file killed its process: its error, then a new process
+                index = pending.popleft()
+                path = work[index][0]
+                done[index] = FileResult(path, error=FileError(
+                    path, "internal error: the process checking this file died (a crash in native code, or out "
+                    f"of memory); this is a bug in gradlint: please report it at {ISSUE_TRACKER} with this file"))
+                advance()
+    return [result for result in done if result is not None]
+
+
 def _pooled(pool: ProcessPoolExecutor, work: list[tuple[str, bool, tuple[str, ...]]],
-            advance: Callable[[], None]) -> list[FileResult]:
-    results: list[FileResult | None] = [None] * len(work)
+            advance: Callable[[], None], results: list[FileResult | None]) -> list[FileResult]:
+    """Fills `results` as answers come back (a broken pool leaves the rest None)."""
     screenable = [(i, path) for i, (path, explicit, _) in enumerate(work) if not explicit and path.endswith(".py")]
     batches = [screenable[i : i + _SCREEN_BATCH] for i in range(0, len(screenable), _SCREEN_BATCH)]
     for batch in pool.map(_screen, batches):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
 from pathlib import Path
 
@@ -54,3 +56,31 @@ def test_jobs_must_be_positive() -> None:
 
     result = CliRunner().invoke(main, ["check", "--jobs", "0", str(FIXTURES)])
     assert result.exit_code == 2 and "--jobs" in result.output
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the simulated crash reaches workers by fork")
+def test_a_file_that_kills_its_worker_is_that_files_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A native crash in a worker (simulated: the process exits on one file) breaks the pool: the
+    results already back are kept, the rest are checked one process each, and the file that kills
+    its process is reported as an internal error of its own. The run goes on and ends."""
+    items = list(discover([str(FIXTURES)]))
+    codes = [rule.code for rule in ALL_RULES]
+    serial = parallel.check_paths(items, codes, False, jobs=1)
+    victim = next(path for path, _ in items if path.endswith("plain_argparse_no_division.py"))
+    real = parallel.check_path
+
+    def dying(path: str, *args: object) -> object:
+        if path == victim:
+            os._exit(70)  # what a segfault in LibCST's native parser looks like to the pool
+        return real(path, *args)
+
+    monkeypatch.setattr(parallel, "check_path", dying)  # the workers are forked: they inherit it
+    monkeypatch.setattr(parallel, "MIN_FILES_FOR_POOL", 1)
+    pooled = parallel.check_paths(items, codes, False, jobs=2)
+    assert [r.filename for r in pooled] == [path for path, _ in items]
+    for got, want in zip(pooled, serial, strict=True):
+        if got.filename == victim:
+            assert got.error is not None and "the process checking this file died" in got.error.reason
+            assert not got.diagnostics
+        else:
+            assert (got.diagnostics, got.error) == (want.diagnostics, want.error)
