@@ -10,6 +10,14 @@ from gradlint import catalog
 if TYPE_CHECKING:
     from gradlint.fixes.text import TextFix
 
+# Where each rule's page lives (docs/rules/GANNN.md, generated from the rule's docstring): the JSON
+# `url` field (as ruff's) and SARIF's helpUri. Change this one template if the project moves.
+RULE_DOCS_URL = "https://github.com/gradlint/gradlint/blob/main/docs/rules/{code}.md"
+
+
+def rule_url(code: str) -> str:
+    return RULE_DOCS_URL.format(code=code)
+
 
 @dataclass(frozen=True, order=True)
 class Diagnostic:
@@ -42,7 +50,7 @@ class Diagnostic:
             "filename": self.filename,
             "location": {"row": self.row, "column": self.column},
             "end_location": {"row": self.end_row, "column": self.end_column},
-            "url": None,
+            "url": rule_url(self.code) if self.code in catalog.BY_CODE else None,
             "fix": self.fix.to_json() if self.fix is not None else None,
             "noqa_row": self.row,
             "cell": self.cell,

@@ -88,7 +88,7 @@ def test_json_has_ruff_fields(buggy: Path) -> None:
     assert item["filename"] == str(buggy)
     assert item["location"] == {"row": 5, "column": 9}
     assert item["end_location"] == {"row": 5, "column": 30}
-    assert item["url"] is None
+    assert item["url"] == "https://github.com/gradlint/gradlint/blob/main/docs/rules/GA001.md"  # as ruff: the rule page
     # ruff's fix object: applicability, message, edits with 1-based locations
     assert item["fix"]["applicability"] == "safe"
     assert item["fix"]["message"] == "Move `optimizer.zero_grad()` after the step"

@@ -5,18 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gradlint.diagnostics import Diagnostic
+from gradlint.diagnostics import Diagnostic, rule_url
 
 if TYPE_CHECKING:
     from gradlint.notebooks import Notebook
 
-# Where each rule's page lives (docs/rules/GANNN.md, generated from the rule's docstring).
-# Change this one template if the project is published elsewhere.
-RULE_DOCS_URL = "https://github.com/gradlint/gradlint/blob/main/docs/rules/{code}.md"
-
-
-def rule_url(code: str) -> str:
-    return RULE_DOCS_URL.format(code=code)
+__all__ = ["Report", "rule_url"]
 
 
 @dataclass
