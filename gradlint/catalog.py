@@ -178,5 +178,16 @@ RULES: tuple[RuleInfo, ...] = (
         ),
         offers_fixes=True,
     ),
+    RuleInfo(
+        code="GA015",
+        name="gate-counter-never-advances",
+        default_enabled=True,
+        severity="error",
+        summary=(
+            "Flags an accumulation gate (`c % K == 0`) whose counter `c` the loop advances only when the gate "
+            "holds: `c += 1` under the gate, or `c += int(should_step)` with the gate's own flag."
+        ),
+        offers_fixes=False,
+    ),
 )
 BY_CODE: dict[str, RuleInfo] = {rule.code: rule for rule in RULES}

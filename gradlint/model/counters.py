@@ -9,9 +9,10 @@ from __future__ import annotations
 import libcst as cst
 
 from gradlint.model import traversal
+from gradlint.model.facts import ModuleFacts
 from gradlint.model.gates import Phase
 from gradlint.model.loops import TrainingLoop, loop_iterable
-from gradlint.model.syntax import dotted, last_part, number, positional
+from gradlint.model.syntax import code, dotted, last_part, number, positional
 from gradlint.model.walker import Guard
 
 
@@ -128,3 +129,135 @@ def _contains(root: cst.CSTNode, target: cst.CSTNode) -> bool:
     if root is target:
         return True
     return any(_contains(child, target) for child in root.children)
+
+
+def frozen_counter(loop: TrainingLoop, facts: ModuleFacts) -> cst.AugAssign | None:
+    """The increment of the gate's counter when the loop advances that counter only while the gate
+    holds (`c += 1` under the gate, `c += int(flag)` with the gate's own flag): once the gate fails
+    the counter stops, so the gate can never hold again. None when anything else may move it (an
+    assignment, an increment elsewhere, a loop target, a helper called in the loop that sets it)."""
+    gate = loop.gate
+    periodic = gate.periodic if gate is not None else None
+    if gate is None or periodic is None or periodic.test is None or periodic.phase is not Phase.ONCE or gate.negated:
+        return None
+    name = dotted(periodic.counter)
+    if not name or number(periodic.modulus) == 1 or gate.frame.scope is not loop.loop.frame.scope:
+        return None
+    node = loop.loop.node
+    if not isinstance(node, cst.For | cst.While) or _loop_target_start(loop, name) is not None:
+        return None
+    writes = _Writes(name, code(gate.expr))
+    traversal.visit(node.body, writes)
+    if writes.other or not writes.gated:
+        return None
+    if _helpers_may_set(writes.calls, name, facts):
+        return None
+    return writes.gated[0]
+
+
+class _Writes(cst.CSTVisitor):
+    """Writes of `name` in a loop body: increments under the gate's test (or by the gate's flag),
+    and anything else; with the names the body calls."""
+
+    def __init__(self, name: str, gate_text: str) -> None:
+        self.name = name
+        self.gate_text = gate_text
+        self.gated: list[cst.AugAssign] = []
+        self.other = False
+        self.calls: set[str] = set()
+        self._under_gate = 0
+
+    def visit_If(self, node: cst.If) -> bool:
+        # Walked by hand: only the taken branch of a test of the gate counts as under it.
+        traversal.visit(node.test, self)
+        gate = code(node.test) == self.gate_text
+        self._under_gate += gate
+        traversal.visit(node.body, self)
+        self._under_gate -= gate
+        if node.orelse is not None:
+            traversal.visit(node.orelse, self)
+        return False
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False
+
+    def visit_Lambda(self, node: cst.Lambda) -> bool:
+        return False
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.calls.add(last_part(dotted(node.func)))
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        if dotted(node.target) != self.name:
+            return
+        value = node.value
+        by_flag = isinstance(value, cst.Call) and dotted(value.func) in ("int", "float") \
+            and len(value.args) == 1 and code(value.args[0].value) == self.gate_text
+        if isinstance(node.operator, cst.AddAssign) and (self._under_gate or by_flag
+                                                          or code(value) == self.gate_text):
+            self.gated.append(node)
+        else:
+            self.other = True
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        self.other = self.other or self.name in _target_names(node.target)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self.other = self.other or self.name in _target_names(node.target)
+
+    def visit_For(self, node: cst.For) -> None:
+        self.other = self.other or self.name in _target_names(node.target)
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self.other = self.other or dotted(node.target) == self.name
+
+
+def _target_names(target: cst.BaseExpression) -> set[str]:
+    if isinstance(target, cst.Tuple | cst.List):
+        return {n for e in target.elements for n in _target_names(e.value)}
+    text = dotted(target)
+    return {text} if text else set()
+
+
+def _helpers_may_set(calls: set[str], name: str, facts: ModuleFacts) -> bool:
+    """Whether a function or method of this module called in the loop (or by those, two levels
+    deep) assigns the counter: `self.step += 1` in `self.optimizer_step()`, `global step`."""
+    attribute = name.split(".", 1)[1] if name.startswith("self.") else None
+    seen: set[int] = set()
+    pending = [f for c in calls for f in _functions_named(c, facts)]
+    for _ in range(3):
+        found: list[cst.FunctionDef] = []
+        for function in pending:
+            if id(function) in seen:
+                continue
+            seen.add(id(function))
+            writes = _Writes(f"self.{attribute}" if attribute else name, "")
+            traversal.visit(function.body, writes)
+            if writes.gated or writes.other or (attribute is None and _declares_global(function, name)):
+                return True
+            found += [f for c in writes.calls for f in _functions_named(c, facts)]
+        pending = found
+    return False
+
+
+def _functions_named(name: str, facts: ModuleFacts) -> list[cst.FunctionDef]:
+    found = [m for _, m in facts.methods.get(name, [])]
+    function = facts.functions.get(name)
+    return [*found, function] if function is not None else found
+
+
+def _declares_global(function: cst.FunctionDef, name: str) -> bool:
+    finder = _Globals()
+    traversal.visit(function.body, finder)
+    return name in finder.names
+
+
+class _Globals(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_Global(self, node: cst.Global) -> None:
+        self.names.update(n.name.value for n in node.names)
+
+    def visit_Nonlocal(self, node: cst.Nonlocal) -> None:
+        self.names.update(n.name.value for n in node.names)

@@ -17,6 +17,7 @@ from gradlint.rules.ga011_double_loss_scaling import DoubleLossScaling
 from gradlint.rules.ga012_missing_no_sync import MissingNoSync
 from gradlint.rules.ga013_token_mean_per_micro_batch import TokenMeanPerMicroBatch
 from gradlint.rules.ga014_gradients_never_cleared import GradientsNeverCleared
+from gradlint.rules.ga015_gate_counter_never_advances import GateCounterNeverAdvances
 
 ALL_RULES: tuple[type[Rule], ...] = (
     ZeroGradEveryMicroBatch,
@@ -33,6 +34,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     MissingNoSync,
     TokenMeanPerMicroBatch,
     GradientsNeverCleared,
+    GateCounterNeverAdvances,
 )
 RULES_BY_CODE: dict[str, type[Rule]] = {rule.code: rule for rule in ALL_RULES}
 

@@ -16,7 +16,7 @@ from gradlint.model import (
     loop_counter,
     loop_iterable,
 )
-from gradlint.model.counters import steps_on_first_micro_batch
+from gradlint.model.counters import frozen_counter, steps_on_first_micro_batch
 from gradlint.model.gates import Periodicity
 from gradlint.model.syntax import code, dotted, last_part, positional
 from gradlint.rules.base import Finding, Rule
@@ -101,6 +101,8 @@ class MissingRemainderStep(Rule):
                 continue  # a global counter: windows run across epochs
             if any(e.kind is Kind.STEP for e in loop.after):
                 continue  # a flush after the loop
+            if frozen_counter(loop, model.facts) is not None:
+                continue  # GA015: the gate never holds again, so there is no last window to flush
             clear = _clear_before(model, loop)
             opens_with_step = steps_on_first_micro_batch(loop)
             if opens_with_step and clear is None:
