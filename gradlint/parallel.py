@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 
 from gradlint.cache import Cache, CleanIndex
 from gradlint.diagnostics import FileError
-from gradlint.pipeline import ISSUE_TRACKER, FileResult, check_path, internal_error, screen_path
+from gradlint.pipeline import (
+    ISSUE_TRACKER,
+    FileResult,
+    answer_without_analysis,
+    check_path,
+    internal_error,
+    screen_path,
+)
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
@@ -84,6 +91,17 @@ def check_paths(items: Sequence[tuple[str, bool]], codes: Sequence[str], verbose
         else:
             stats[i] = st
     rest = [i for i in range(len(items)) if i not in settled]
+    if len(settled) >= len(rest):
+        # A warm cache: the few files left are mostly entries to look up. Here, before any worker
+        # starts (a pool costs more than the lookups); only what needs analysis goes on.
+        for i in rest:
+            answer = answer_without_analysis(items[i][0], items[i][1], per_file[i], cache)
+            if answer is not None:
+                settled[i] = answer
+                advance()
+                if i in stats and answer.error is None and not answer.diagnostics and not answer.warnings:
+                    index.record(items[i][0], stats[i], per_file[i])
+        rest = [i for i in rest if i not in settled]
     checked = _check_all([items[i] for i in rest], [per_file[i] for i in rest], verbose, jobs, cache, advance)
     results = dict(settled)
     for i, result in zip(rest, checked, strict=True):

@@ -160,16 +160,32 @@ def check_path(path: str, explicit: bool, codes: Sequence[str], verbose: bool = 
         return FileResult(path, error=internal_error(path, exc))
 
 
-def _check_path(path: str, explicit: bool, codes: tuple[str, ...], verbose: bool, cache: Cache | None) -> FileResult:
+def _check_path(path: str, explicit: bool, codes: tuple[str, ...], verbose: bool, cache: Cache | None,
+                analyse: bool = True) -> FileResult:
     source, error = read(path, explicit)
     if error is not None or source is None:
         return FileResult(path, error=error)
     if path.endswith(".ipynb"):
-        return check_notebook(source, path, explicit, codes, verbose, cache)
+        return check_notebook(source, path, explicit, codes, verbose, cache, analyse)
     if not source.strip():
         warnings = [FileWarning(path, "empty file, nothing to check")] if explicit else []
         return FileResult(path, warnings=warnings)
-    return _check_cached(source, path, codes, verbose, not explicit, cache)
+    return _check_cached(source, path, codes, verbose, not explicit, cache, analyse)
+
+
+class NeedsAnalysis(Exception):
+    """`answer_without_analysis`: this file's result needs LibCST and the model."""
+
+
+def answer_without_analysis(path: str, explicit: bool, codes: Sequence[str], cache: Cache | None) -> FileResult | None:
+    """`check_path`'s result when it needs no analysis (a cache hit, a file the text test settles, an
+    unreadable or empty file), else None: what a parent process answers before starting workers."""
+    try:
+        return _check_path(path, explicit, tuple(codes), False, cache, analyse=False)
+    except NeedsAnalysis:
+        return None
+    except Exception:  # the full check will report it, as that file's error
+        return None
 
 
 def screen_path(path: str) -> FileResult | None:
@@ -184,25 +200,28 @@ def screen_path(path: str) -> FileResult | None:
 
 
 def _check_cached(source: str, filename: str, codes: tuple[str, ...], verbose: bool, prefilter: bool,
-                  cache: Cache | None) -> FileResult:
+                  cache: Cache | None, analyse: bool = True) -> FileResult:
     """`checker.check_source` through the cache, for the files worth it (see gradlint/cache.py)."""
     if cache is None or (prefilter and not may_have_training_loop(source)):
-        return _check_source(source, filename, codes, verbose, prefilter)
+        return _check_source(source, filename, codes, verbose, prefilter, analyse)
     key = cache.key(source, codes, prefilter)
     hit = cache.load(key, filename)
     if hit is not None:
         diagnostics, warnings = hit
         return FileResult(filename, diagnostics, warnings=warnings, source=source if diagnostics else None)
-    result = _check_source(source, filename, codes, verbose, prefilter)
+    result = _check_source(source, filename, codes, verbose, prefilter, analyse)
     if result.error is None:
         cache.store(key, result.diagnostics, result.warnings)
     return result
 
 
-def _check_source(source: str, filename: str, codes: tuple[str, ...], verbose: bool, prefilter: bool) -> FileResult:
+def _check_source(source: str, filename: str, codes: tuple[str, ...], verbose: bool, prefilter: bool,
+                  analyse: bool = True) -> FileResult:
     settled = settle(source, filename, prefilter, stages=True)
     if settled is not None:
         return settled
+    if not analyse:
+        raise NeedsAnalysis(filename)
     from gradlint import checker  # LibCST, the model and the rules: this file is analysed
 
     return checker.check_source(source, filename, checker.make_rules(codes), verbose, prefilter=prefilter,
@@ -210,7 +229,7 @@ def _check_source(source: str, filename: str, codes: tuple[str, ...], verbose: b
 
 
 def check_notebook(text: str, path: str, explicit: bool, codes: Sequence[str], verbose: bool = False,
-                   cache: Cache | None = None) -> FileResult:
+                   cache: Cache | None = None, analyse: bool = True) -> FileResult:
     """A notebook's code cells as one program; locations mapped back to cells."""
     from gradlint import notebooks
 
@@ -222,7 +241,7 @@ def check_notebook(text: str, path: str, explicit: bool, codes: Sequence[str], v
     if lang is not None and lang != "python":
         warnings = [FileWarning(path, f"a {lang} notebook, not Python: skipped")] if explicit else []
         return FileResult(path, warnings=warnings)
-    result = _check_cached(notebook.source, path, tuple(codes), verbose, not explicit, cache)
+    result = _check_cached(notebook.source, path, tuple(codes), verbose, not explicit, cache, analyse)
     result.diagnostics = sorted((notebooks.relocate(d, notebook) for d in result.diagnostics),
                                 key=lambda d: (d.cell or 0, d.row, d.column, d.code))
     result.warnings = [FileWarning(f"{w.filename}:cell {notebook.locate(w.row)[0]}", w.reason,

@@ -336,3 +336,34 @@ def test_damaged_clean_index_is_ignored(tmp_path: Path, no_racy_window: None) ->
     for damage in (b"", b"[1, 2]", b'{"x": 1}', b"\xff"):
         index.write_bytes(damage)
         assert _report(*args) == first
+
+
+def test_warm_tree_is_answered_before_any_worker_starts(corpus: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch, no_racy_window: None) -> None:
+    """With a warm cache, what the clean index leaves (files with findings, notebooks, files changed
+    since) is looked up in the parent: no pool starts for cache hits, and the report is the same."""
+    import gradlint.parallel as parallel
+
+    tree = tmp_path / "tree"
+    shutil.copytree(corpus, tree)
+    for n in range(300):  # enough clean files that the clean index settles the majority
+        (tree / f"plain_{n}.py").write_text(f"def f{n}(x):\n    return x * {n}\n", encoding="utf-8")
+    for path in tree.iterdir():
+        _old(path)
+    monkeypatch.setattr(parallel, "MIN_FILES_FOR_POOL", 1)
+    args = ("--cache-dir", str(tmp_path / "c"), "--jobs", "2", str(tree))
+    cold = _report(*args)
+    handed: list[int] = []
+    real = parallel._check_all
+
+    def recording(items: list, *rest: object) -> object:
+        handed.append(len(items))
+        return real(items, *rest)
+
+    monkeypatch.setattr(parallel, "_check_all", recording)
+    assert _report(*args) == cold
+    assert handed == [0]  # every file answered by the clean index or a cache entry
+    (tree / "plain_0.py").write_text(BUGGY, encoding="utf-8")  # a change: analysed, in the pool path
+    handed.clear()
+    code, diagnostics, _ = _report(*args)
+    assert code == 1 and handed == [1] and any(d["filename"].endswith("plain_0.py") for d in diagnostics)
