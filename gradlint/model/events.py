@@ -8,7 +8,7 @@ from enum import Enum
 
 import libcst as cst
 
-from gradlint.model.facts import ModuleFacts, Role
+from gradlint.model.facts import CLIP_NAMES, RESCALE_NAMES, ModuleFacts, Role
 from gradlint.model.syntax import (
     arg,
     callee,
@@ -40,13 +40,6 @@ class Framework(Enum):
     FABRIC = "fabric"
     LIGHTNING = "lightning"
     SCALER = "scaler"  # scaler.step(opt), scaler.unscale_(opt)
-
-
-_CLIP_NAMES = {
-    "clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grads_with_norm_",
-    "clip_gradients", "clip_grad_norm_fp32",
-}
-_RESCALE_NAMES = ("multiply_grads", "scale_grads", "rescale_grad", "div_grads", "normalize_grad")
 
 
 @dataclass(frozen=True)
@@ -117,7 +110,7 @@ def classify_call(call: cst.Call, facts: ModuleFacts) -> list[EventSpec]:
         return [EventSpec(Kind.ZERO_GRAD, call, recv, fw, extra=label)]
     if method == "zero_" and _grad_target(recv):
         return [EventSpec(Kind.ZERO_GRAD, call, recv, extra=label)]
-    if last_part(name) in _CLIP_NAMES:
+    if last_part(name) in CLIP_NAMES:
         fw = Framework.TORCH
         if role is Role.ACCELERATOR:
             fw = Framework.ACCELERATE
@@ -132,7 +125,7 @@ def classify_call(call: cst.Call, facts: ModuleFacts) -> list[EventSpec]:
     if method == "update" and role is Role.SCALER and not positional(call):
         return [EventSpec(Kind.SCALER_UPDATE, call, recv, extra=label)]
     if (method in ("div_", "mul_") and _grad_target(recv)) or any(
-        n in last_part(name) for n in _RESCALE_NAMES
+        n in last_part(name) for n in RESCALE_NAMES
     ):
         return [EventSpec(Kind.GRAD_RESCALE, call, recv, extra=label)]
     return []

@@ -53,6 +53,9 @@ class ModuleFacts:
     # ids of the functions (0: module-level code) that run a backward themselves or call a
     # same-module helper that does: only their walks can find a training loop.
     reaches_backward: set[int] = field(default_factory=set)
+    # ids of the functions that hold a call or `.grad` write the walker may take for an event, or
+    # call (by name, at any depth) one that does: the only helpers whose inlining can emit anything
+    may_emit: set[int] = field(default_factory=set)
     accelerator_calls: dict[str, list[cst.Call]] = field(default_factory=dict)  # name -> its `Accelerator(...)`s
     # names bound to `DDP(...)` / `FSDP(...)` / `fully_shard(...)` -> "ddp" or "fsdp"
     wrapped_models: dict[str, str] = field(default_factory=dict)
@@ -144,6 +147,14 @@ SYNC_CONTROL = re.compile(r".*(no_sync|require_backward_grad_sync|requires_gradi
 # `self.manual_backward(...)`. Not `max_pool2d_backward(...)`: torch calls hundreds of those, and a
 # function calling them holds no training loop. The walk roots here and in gradlint/relevance.py.
 BACKWARD_CALLS = frozenset({"backward", "manual_backward"})
+# The names of every call `events.classify_call` may take for a gradient event (method names, last
+# parts of dotted names), for `ModuleFacts.may_emit`: a helper without any is not worth inlining.
+CLIP_NAMES = frozenset({
+    "clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grads_with_norm_",
+    "clip_gradients", "clip_grad_norm_fp32",
+})
+RESCALE_NAMES = ("multiply_grads", "scale_grads", "rescale_grad", "div_grads", "normalize_grad")
+_EVENT_METHODS = BACKWARD_CALLS | {"step", "zero_grad", "zero_", "unscale_", "update", "div_", "mul_"}
 # Methods GA011 reads without a backward in them (Lightning's automatic optimisation).
 FACT_METHODS = frozenset({"training_step"})
 
@@ -177,6 +188,7 @@ class _FactsCollector(cst.CSTVisitor):
         self._depth = 0  # function nesting
         self._owners: list[int] = [0]  # innermost function being visited (0: module level)
         self._backward: set[int] = set()
+        self._eventful: set[int] = set()
         self._calls: dict[int, set[str]] = {}
         self._helpers: dict[str, set[int]] = {}
         self._torch_names: set[str] = set()  # names imported from torch (`from torch... import X as DDP`)
@@ -185,8 +197,11 @@ class _FactsCollector(cst.CSTVisitor):
         func = node.func
         name = func.value if isinstance(func, cst.Name) else func.attr.value if isinstance(func, cst.Attribute) else ""
         owner = self._owners[-1]
+        if name in _EVENT_METHODS or name in CLIP_NAMES or any(r in name for r in RESCALE_NAMES):
+            self._eventful.add(owner)
         if name in BACKWARD_CALLS or any(a.keyword is not None and a.keyword.value == "update_grad" for a in node.args):
             self._backward.add(owner)
+            self._eventful.add(owner)
         elif name:
             self._calls.setdefault(owner, set()).add(name)
             if name in ("prepare", "prepare_scheduler") and isinstance(func, cst.Attribute):
@@ -209,14 +224,23 @@ class _FactsCollector(cst.CSTVisitor):
                 facts.wrapped_models.setdefault(target, "fsdp")
 
     def leave_Module(self, original_node: cst.Module) -> None:
-        reached = set(self._backward)
+        self.facts.reaches_backward = self._callers_of(self._backward)
+        self.facts.may_emit = self._callers_of(self._eventful)
+
+    def _callers_of(self, found: set[int]) -> set[int]:
+        """`found` and every function that calls one of them by name, at any depth."""
+        reached = set(found)
         changed = True
         while changed:  # callers of callers: a fixpoint over the module's call names
             reached_names = {n for n, ids in self._helpers.items() if ids & reached}
             grown = {o for o, names in self._calls.items() if names & reached_names}
             changed = not grown <= reached
             reached |= grown
-        self.facts.reaches_backward = reached
+        return reached
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        if (dotted(node.target) or "").endswith((".grad", ".grad.data")):
+            self._eventful.add(self._owners[-1])  # `p.grad /= K`: a GRAD_RESCALE event
 
     def _from_torch(self, name: str) -> bool:
         """`DDP(...)` imported from torch (apex's DDP has no `no_sync`); a dotted call not from apex."""
@@ -259,6 +283,8 @@ class _FactsCollector(cst.CSTVisitor):
         self._depth -= 1
 
     def visit_Assign(self, node: cst.Assign) -> None:
+        if any((dotted(t.target) or "").endswith(".grad") for t in node.targets):
+            self._eventful.add(self._owners[-1])  # `p.grad = None`: a ZERO_GRAD event
         if not isinstance(node.value, cst.Call):
             return
         names = [t for target in node.targets for t in _targets(target.target)]

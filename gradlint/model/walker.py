@@ -308,6 +308,8 @@ class Walker:
         func, cls = found
         if id(func) in state.active or len(state.active) > MAX_INLINE_DEPTH:
             return
+        if id(func) not in self.facts.may_emit:
+            return  # nothing in it (nor in what it calls) can be an event: walking it would add nothing
         scope = self.scopes.get(func)
         params = list(scope.params)
         if cls is not None and params and params[0] in ("self", "cls"):
