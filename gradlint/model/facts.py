@@ -218,7 +218,9 @@ class _FactsCollector(cst.CSTVisitor):
             facts.builds_token_model = True  # `GPT2LMHeadModel(config)`
         elif name == "Trainer":
             facts.trainer_calls.append(node)
-        elif name == "fully_shard" and node.args:  # FSDP2 shards in place: `fully_shard(model)`
+        elif name == "fully_shard" and node.args and self._from_torch(dotted(node.func) or ""):
+            # FSDP2 shards in place: `fully_shard(model)`; not another library's `fully_shard`
+            # (Megatron's own has no `no_sync` and syncs through its `microbatch(is_last=...)`)
             target = dotted(node.args[0].value)
             if target:
                 facts.wrapped_models.setdefault(target, "fsdp")

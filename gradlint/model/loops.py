@@ -11,6 +11,7 @@ import libcst as cst
 from gradlint.model import traversal
 from gradlint.model.events import Framework, Kind
 from gradlint.model.gates import Phase
+from gradlint.model.quantities import same_quantity
 from gradlint.model.syntax import code, dotted, last_part, number, positional
 from gradlint.model.walker import Event, Guard, LoopInfo, WalkResult
 
@@ -136,6 +137,31 @@ def _k_from_deepspeed_or_one(gate: Guard, gated: list[Event], prepared: set[str]
     return any(from_config) and all(f or number(v) == 1 for v, f in zip(values, from_config, strict=True))
 
 
+_FLIPPED: dict[type, type] = {cst.GreaterThan: cst.LessThan, cst.LessThan: cst.GreaterThan,
+                              cst.GreaterThanEqual: cst.LessThanEqual, cst.LessThanEqual: cst.GreaterThanEqual,
+                              cst.Equal: cst.Equal, cst.NotEqual: cst.NotEqual}
+
+
+def _only_when_k_is_one(guard: Guard, k: cst.BaseExpression | None) -> bool:
+    """The guard's branch runs only when K (an integer, at least 1) is 1: the `else` of `if K > 1:`
+    (`K >= 2`, `K != 1`), or the branch of `if K == 1:` (`K <= 1`, `K < 2`)."""
+    expr = guard.expr
+    if k is None or number(k) is not None or guard.periodic is not None or not isinstance(expr, cst.Comparison) \
+            or len(expr.comparisons) != 1:
+        return False
+    left, right, operator = expr.left, expr.comparisons[0].comparator, type(expr.comparisons[0].operator)
+    if number(left) is not None and operator in _FLIPPED:  # `1 < K`
+        left, right, operator = right, left, _FLIPPED[operator]
+    n = number(right)
+    if n is None or number(left) is not None or not same_quantity(left, k):
+        return False
+    holds_for_one_only = {cst.Equal: n == 1, cst.LessThanEqual: n == 1, cst.LessThan: n == 2}
+    fails_for_one_only = {cst.GreaterThan: n == 1, cst.GreaterThanEqual: n == 2, cst.NotEqual: n == 1}
+    if guard.negated:
+        return fails_for_one_only.get(operator, False)
+    return holds_for_one_only.get(operator, False)
+
+
 def _branches_of_one_gate(first: list[Guard], second: list[Guard]) -> bool:
     """The same conditions but for one periodic gate, taken in `first` and not taken in `second`."""
     if len(first) != len(second):
@@ -226,6 +252,7 @@ def loop_counter(info: LoopInfo) -> Counter:
             if name in _NOT_SIZED or not args:
                 return Counter(frozenset(names), start, False)
             iterable = args[0]  # tqdm(loader), log_every(loader, ...), zip(a, b)
+        iterable = _displayed(iterable, info)
         text = dotted(iterable) or ""
         lowered = last_part(text).lower()
         sized = bool(text) and not any(w in lowered for w in ("iter", "cycle", "infinite", "stream"))
@@ -256,6 +283,20 @@ def loop_counter(info: LoopInfo) -> Counter:
             names = {n for n in _reset_before(info) & once if body.written.count(n) == 1}
             return Counter(frozenset(names), 0.0, _sized_name(drained))
     return Counter(frozenset(names), start, sized)
+
+
+def _displayed(iterable: cst.BaseExpression, info: LoopInfo) -> cst.BaseExpression:
+    """`loader` for a name bound once to a progress bar over it (`epoch_iterator = tqdm(loader,
+    desc=...)` then `enumerate(epoch_iterator)`): a bar is as long as what it shows. Else unchanged."""
+    name = dotted(iterable)
+    values = info.frame.scope.assignments.get(name, []) if name else []
+    if len(values) != 1 or values[0].index is not None or not isinstance(values[0].value, cst.Call):
+        return iterable
+    call = values[0].value
+    inner = positional(call)[0] if positional(call) else None
+    if last_part(dotted(call.func)) in ("tqdm", "track") and dotted(inner) is not None:
+        return inner  # type: ignore[return-value]
+    return iterable
 
 
 def drained_iterable(info: LoopInfo) -> cst.BaseExpression | None:
@@ -484,6 +525,10 @@ def build_loops(walk: WalkResult, prepared: set[str] | frozenset[str] = frozense
                 loop.kind = LoopKind.GATED
                 loop.gate = gate
                 loop.k = gate.periodic.modulus if gate.periodic else None
+                # `if K > 1: <accumulate> else: <step every micro-batch>`: the other branch runs
+                # only with K == 1, where nothing accumulates: no rule of the window reads it.
+                loop.events = [e for e in loop.events if not any(
+                    _only_when_k_is_one(g, loop.k) for g in loop.inner_guards(e))]
                 loop.accumulating_optimizers = frozenset(
                     filter(None, (s.spec.optimizer or s.spec.receiver for s in gated))
                 )

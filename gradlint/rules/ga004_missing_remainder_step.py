@@ -18,7 +18,9 @@ from gradlint.model import (
 )
 from gradlint.model.counters import frozen_counter, steps_on_first_micro_batch
 from gradlint.model.gates import Periodicity
+from gradlint.model.quantities import same_quantity
 from gradlint.model.syntax import code, dotted, last_part, positional
+from gradlint.model.walker import Guard
 from gradlint.rules.base import Finding, Rule
 
 
@@ -51,7 +53,10 @@ class MissingRemainderStep(Rule):
     epochs, gates with a clause such as `or (i + 1) == len(loader)`, and gates that hold on the
     first micro-batch of every epoch (`i % K == 0` with a 0-based `i`) when nothing clears the
     gradients between epochs: that first step applies what the previous epoch left, a window of at
-    most K (an off-by-one after the backward is GA010's finding).
+    most K (an off-by-one after the backward is GA010's finding). Nor loops that skip everything after
+    the last whole window before its backward (`if i // K >= n: continue`), nor a gate whose counter
+    never advances again (GA015). A loop with no epoch loop around it in the file is one pass, as far
+    as gradlint can see: the message then says the tail is carried into the next pass, if any.
 
     ## Example
     ```python
@@ -103,6 +108,8 @@ class MissingRemainderStep(Rule):
                 continue  # a flush after the loop
             if frozen_counter(loop, model.facts) is not None:
                 continue  # GA015: the gate never holds again, so there is no last window to flush
+            if _whole_windows_only(loop, periodic):
+                continue
             clear = _clear_before(model, loop)
             opens_with_step = steps_on_first_micro_batch(loop)
             if opens_with_step and clear is None:
@@ -148,8 +155,39 @@ def _message(loop: TrainingLoop, periodic: Periodicity, clear: Event | None, ope
                 "discards their gradient on the next pass")
     if not loop.loop.chain:
         return f"{head}: {when}, {tail} never reach a step: training ends with their gradient unapplied"
+    if all(isinstance(node, cst.FunctionDef) for node in loop.loop.chain):
+        # No epoch loop in sight, only the functions the loop sits in: called once, or per epoch?
+        tail = tail.replace("epoch's", "loop's")
+        return (f"{head}: {when}, {tail} are not stepped in this pass: their gradient is "
+                f"carried into the next pass's first window (which then spans more than `{k}` micro-batches) "
+                "or, after the last pass, never applied")
     return (f"{head}: {when}, {tail} are not stepped in their epoch: their gradient is carried into the "
             f"next epoch's first window, which then spans more than `{k}` micro-batches")
+
+
+def _whole_windows_only(loop: TrainingLoop, periodic: Periodicity) -> bool:
+    """Every backward sits behind `if i // K >= n: continue` (or `break`): the loop skips whatever
+    follows the last whole window before any backward runs, so no partial window is left."""
+    backwards = loop.accumulating_backwards()
+    return bool(backwards) and all(
+        any(g.negated and _caps_at_whole_windows(g, periodic) for g in loop.inner_guards(b)) for b in backwards)
+
+
+def _caps_at_whole_windows(guard: Guard, periodic: Periodicity) -> bool:
+    """`i // K >= n`, or `step >= n` with `step = i // K` assigned once."""
+    expr = guard.expr
+    if not isinstance(expr, cst.Comparison) or len(expr.comparisons) != 1:
+        return False
+    operator = expr.comparisons[0].operator
+    left = expr.left
+    name = dotted(left)
+    if name is not None:
+        values = guard.frame.resolve(name)
+        left = values[0][0] if len(values) == 1 else left
+    return (isinstance(operator, cst.GreaterThanEqual | cst.GreaterThan)
+            and isinstance(left, cst.BinaryOperation) and isinstance(left.operator, cst.FloorDivide)
+            and periodic.counter is not None and code(left.left) == code(periodic.counter)
+            and same_quantity(left.right, periodic.modulus))
 
 
 def _iterable_text(iterable: cst.BaseExpression) -> str:

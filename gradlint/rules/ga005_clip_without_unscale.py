@@ -72,9 +72,9 @@ class ClipWithoutUnscale(Rule):
             for clip in loop.of_kind(Kind.CLIP):
                 if clip.spec.framework is not Framework.TORCH or loop.when(clip) is When.EXCEPTIONAL:
                     continue
-                if any(_covers(u, clip) for u in loop.of_kind(Kind.UNSCALE) if u.order < clip.order):
-                    continue
                 scaled = [e for e in loop.of_kind(Kind.BACKWARD) if e.spec.scaler]
+                if any(_covers(u, clip, scaled) for u in loop.of_kind(Kind.UNSCALE) if u.order < clip.order):
+                    continue
                 if all(_exclusive(b, clip) for b in scaled):
                     continue  # `if use_amp: scaler.scale(loss).backward() ... else: loss.backward(); clip`
                 scaler = sorted(scalers)[0]
@@ -108,11 +108,13 @@ def _exclusive(first: Event, second: Event) -> bool:
     return any((text, not negated) in theirs for text, negated in _conditions(first))
 
 
-def _covers(unscale: Event, clip: Event) -> bool:
-    """The unscale runs whenever the clip does: every condition it runs under also guards the
-    clip, unless the condition is about mixed precision (trusted to agree with the scaler)."""
+def _covers(unscale: Event, clip: Event, scaled: list[Event]) -> bool:
+    """The unscale runs whenever the clip sees scaled gradients: every condition it runs under also
+    guards the clip, or guards every scaled backward too (`if self.do_grad_scaling:` around both:
+    whatever was scaled is unscaled), or is about mixed precision (trusted to agree with the scaler)."""
     extra = _conditions(unscale) - _conditions(clip)
-    return all(_AMP_WORDS.search(text) for text, _ in extra)
+    return all(_AMP_WORDS.search(text) or all((text, negated) in _conditions(b) for b in scaled)
+               for text, negated in extra)
 
 
 def _reason(unscales: list[Event], clip: Event, scaler: str) -> str:
