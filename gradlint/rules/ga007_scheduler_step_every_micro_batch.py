@@ -42,8 +42,9 @@ class SchedulerStepEveryMicroBatch(Rule):
     reaches its floor after 1/K of training (`OneCycleLR` raises when it runs past its total). The
     run trains most of its steps at the final learning rate and nothing fails.
 
-    Not flagged: a schedule whose length counts micro-batches (`len(loader) * epochs`, not divided
-    by K, or a step count multiplied by K, `max_train_steps * K`): it spans the whole run, and the
+    Not flagged: a schedule whose length counts micro-batches (`len(loader) * epochs` or
+    `data.num_batches * epochs`, not divided by K, or a step count multiplied by K,
+    `max_train_steps * K`): it spans the whole run, and the
     learning rate each optimizer step sees is on schedule;
     `scheduler.step(metric)` (`ReduceLROnPlateau`) and `scheduler.step(epoch)`; constant schedules
     (`get_constant_schedule`, `get_scheduler("constant", ...)`); schedulers stepped
@@ -236,6 +237,7 @@ class _Expansion:
         self.counts_batches = self.counts_batches or visitor.counts_batches
         for name in visitor.names:
             self.names.add(last_part(name))
+            self.counts_batches = self.counts_batches or bool(_BATCH_COUNT.fullmatch(last_part(name)))
             if name in self._seen:
                 continue
             self._seen.add(name)
@@ -244,6 +246,11 @@ class _Expansion:
             function = self.model.facts.functions.get(name)
             if function is not None:
                 self.expand(function.body, depth + 1)
+
+
+# A count of the loader's batches under its own name (`train_data.num_batches`), as `len(loader)`
+# is: micro-batches, not updates.
+_BATCH_COUNT = re.compile(r"(?i)(num|n)_?(train_)?batch(es)?|(num_)?batches_per_epoch|num_micro_?batches")
 
 
 class _Terms(cst.CSTVisitor):
