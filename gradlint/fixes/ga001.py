@@ -28,7 +28,8 @@ def fix(model: ModuleModel, loop: TrainingLoop, event: Event) -> Fix | None:
     stmt = statement(model, event.node)
     if stmt is None:
         return None
-    if any(e is not event and loop.when(e) is When.ONCE for e in loop.of_kind(Kind.ZERO_GRAD)):
+    if any(e is not event and loop.when(e) is When.ONCE and _clears_the_same(model, loop, e, event)
+           for e in loop.of_kind(Kind.ZERO_GRAD)):
         edits = removal(model, stmt)  # a clear already runs once per window: this one only goes
         if edits is None:
             return None
@@ -49,6 +50,15 @@ def fix(model: ModuleModel, loop: TrainingLoop, event: Event) -> Fix | None:
         # where the reported code cleared on every micro-batch.
         safety = Applicability.UNSAFE
     return Fix(safety, f"Move `{written.split('#')[0].strip()}` after the step", tuple(edits))
+
+
+def _clears_the_same(model: ModuleModel, loop: TrainingLoop, clear: Event, reported: Event) -> bool:
+    """`clear` covers what `reported` clears: the same receiver, or a model's `zero_grad()` where one
+    optimizer steps (not a second model's optimizer, cleared by nothing else)."""
+    if clear.spec.receiver == reported.spec.receiver:
+        return True
+    optimizers = {e.spec.optimizer or e.spec.receiver for e in loop.of_kind(Kind.STEP)}
+    return model.facts.role(clear.spec.receiver) is not Role.OPTIMIZER and len(optimizers) == 1
 
 
 def _conditions(loop: TrainingLoop, event: Event) -> set[tuple[str, bool]]:

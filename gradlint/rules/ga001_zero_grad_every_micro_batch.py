@@ -105,7 +105,7 @@ class ZeroGradEveryMicroBatch(Rule):
         what = f"{show(event)}{via(event)}"
         if loop.kind is LoopKind.INNER:
             return (
-                f"{what} runs on every micro-step of the inner loop, but {step_of(loop)} only "
+                f"{what} runs on every micro-step of the inner loop, but {step_of(loop, event.spec.receiver)} only "
                 "after it: only the last micro-batch's gradient reaches the step"
             )
         if when is When.REST and loop.gate is not None:
@@ -114,6 +114,6 @@ class ZeroGradEveryMicroBatch(Rule):
                 f"is false): the accumulated gradient is wiped before each step"
             )
         return (
-            f"{what} runs on every micro-batch, but {step_of(loop)} only every "
+            f"{what} runs on every micro-batch, but {step_of(loop, event.spec.receiver)} only every "
             f"{loop.k_phrase} micro-batches: the accumulated gradient is wiped before each step"
         )
