@@ -117,7 +117,7 @@ def _targets(node: cst.BaseAssignTargetExpression | cst.BaseExpression) -> list[
     return [text] if text else []
 
 
-def _constructor_role(name: str) -> Role | None:
+def constructor_role(name: str) -> Role | None:
     last = last_part(name)
     if last in ("GradScaler", "ShardedGradScaler") or last.endswith("Scaler"):
         return Role.SCALER
@@ -177,7 +177,7 @@ def records_fact(name: str, summed: bool) -> bool:
     return (
         last in ("Accelerator", "initialize")
         or summed
-        or _constructor_role(name) is not None
+        or constructor_role(name) is not None
     )
 
 
@@ -329,7 +329,7 @@ class _FactsCollector(cst.CSTVisitor):
         if wrapper is not None and self._from_torch(name):
             for target in names:
                 facts.wrapped_models[target] = wrapper
-        role = _constructor_role(name)
+        role = constructor_role(name)
         if role is not None and len(names) == 1:
             facts.roles[names[0]] = role
             facts.constructors[names[0]] = call

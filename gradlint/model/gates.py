@@ -151,16 +151,28 @@ def _comparison(
     return None
 
 
+def _is_len(node: cst.BaseExpression | None) -> bool:
+    return isinstance(node, cst.Call) and dotted(node.func) == "len"
+
+
 def _boolean(
     expr: cst.BooleanOperation, resolve: Resolver, reset_counters: frozenset[str], depth: int
 ) -> Periodicity | None:
     left = periodicity(expr.left, resolve, reset_counters, depth + 1)
     right = periodicity(expr.right, resolve, reset_counters, depth + 1)
     if left and right:
-        return left if left.phase is right.phase else None
-    found = left or right
-    if found is None:
-        return None
+        if left.phase is not right.phase:
+            return None
+        # `c % K == 0 or c == len(loader)` with a counter reset before the loop: the second reads
+        # like a reset-counter gate, but a window of the loader's whole length is its last batch.
+        by_length = [p for p in (left, right) if _is_len(p.modulus)]
+        if len(by_length) != 1:
+            return left
+        found = right if by_length[0] is left else left
+    else:
+        found = left or right
+        if found is None:
+            return None
     # `(i + 1) % K == 0 or i + 1 == len(loader)`: the other operand is a last-batch clause;
     # `(i + 1) % K != 0 and i + 1 != len(loader)` is the same clause negated (De Morgan).
     once_or = isinstance(expr.operator, cst.Or) and found.phase is Phase.ONCE

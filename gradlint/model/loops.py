@@ -10,6 +10,7 @@ import libcst as cst
 
 from gradlint.model import traversal
 from gradlint.model.events import Framework, Kind
+from gradlint.model.facts import Role, constructor_role
 from gradlint.model.gates import Phase
 from gradlint.model.quantities import same_quantity
 from gradlint.model.syntax import code, dotted, last_part, number, positional
@@ -140,6 +141,17 @@ def _k_from_deepspeed_or_one(gate: Guard, gated: list[Event], prepared: set[str]
 _FLIPPED: dict[type, type] = {cst.GreaterThan: cst.LessThan, cst.LessThan: cst.GreaterThan,
                               cst.GreaterThanEqual: cst.LessThanEqual, cst.LessThanEqual: cst.GreaterThanEqual,
                               cst.Equal: cst.Equal, cst.NotEqual: cst.NotEqual}
+
+
+def _optimizers_built_here(info: LoopInfo, gated: list[Event]) -> bool:
+    """Every gated optimizer is made in the function itself (`opt = torch.optim.Adam(...)`): each call
+    steps a new optimizer, so the function is no per-micro-batch step whose flag opens a window."""
+    assignments = info.frame.scope.assignments
+    names = {e.spec.optimizer or e.spec.receiver for e in gated}
+    return bool(names) and all(
+        any(isinstance(a.value, cst.Call) and constructor_role(dotted(a.value.func) or "") is Role.OPTIMIZER
+            for a in assignments.get(name or "", []))
+        for name in names)
 
 
 def _only_when_k_is_one(guard: Guard, k: cst.BaseExpression | None) -> bool:
@@ -521,6 +533,8 @@ def build_loops(walk: WalkResult, prepared: set[str] | frozenset[str] = frozense
                 gate = None  # backward and step both run once per K batches: nothing accumulates
             if gate is not None and _k_from_deepspeed_or_one(gate, gated, prepared):
                 gate = None
+            if gate is not None and info.implicit and _optimizers_built_here(info, gated):
+                gate = None  # a function that builds its own optimizer is not called once per micro-batch
             if gate is not None:
                 loop.kind = LoopKind.GATED
                 loop.gate = gate
