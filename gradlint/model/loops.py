@@ -143,15 +143,13 @@ _FLIPPED: dict[type, type] = {cst.GreaterThan: cst.LessThan, cst.LessThan: cst.G
                               cst.Equal: cst.Equal, cst.NotEqual: cst.NotEqual}
 
 
-def _optimizers_built_here(info: LoopInfo, gated: list[Event]) -> bool:
-    """Every gated optimizer is made in the function itself (`opt = torch.optim.Adam(...)`): each call
-    steps a new optimizer, so the function is no per-micro-batch step whose flag opens a window."""
-    assignments = info.frame.scope.assignments
-    names = {e.spec.optimizer or e.spec.receiver for e in gated}
-    return bool(names) and all(
+def _optimizers_built_here(gated: list[Event]) -> bool:
+    """Every gated step is of an optimizer made in the step's own function (`opt = torch.optim.Adam(...)`):
+    each call steps a new optimizer, so the function is no per-micro-batch step whose flag opens a window."""
+    return bool(gated) and all(
         any(isinstance(a.value, cst.Call) and constructor_role(dotted(a.value.func) or "") is Role.OPTIMIZER
-            for a in assignments.get(name or "", []))
-        for name in names)
+            for a in e.frame.scope.assignments.get(e.spec.optimizer or e.spec.receiver or "", []))
+        for e in gated)
 
 
 def _only_when_k_is_one(guard: Guard, k: cst.BaseExpression | None) -> bool:
@@ -533,7 +531,7 @@ def build_loops(walk: WalkResult, prepared: set[str] | frozenset[str] = frozense
                 gate = None  # backward and step both run once per K batches: nothing accumulates
             if gate is not None and _k_from_deepspeed_or_one(gate, gated, prepared):
                 gate = None
-            if gate is not None and info.implicit and _optimizers_built_here(info, gated):
+            if gate is not None and info.implicit and _optimizers_built_here(gated):
                 gate = None  # a function that builds its own optimizer is not called once per micro-batch
             if gate is not None:
                 loop.kind = LoopKind.GATED
