@@ -9,7 +9,7 @@ from __future__ import annotations
 import libcst as cst
 
 from gradlint.model import traversal
-from gradlint.model.facts import ModuleFacts
+from gradlint.model.facts import ModuleFacts, target_names
 from gradlint.model.gates import Phase
 from gradlint.model.loops import TrainingLoop, loop_iterable
 from gradlint.model.syntax import code, dotted, last_part, number, positional
@@ -200,23 +200,16 @@ class _Writes(cst.CSTVisitor):
             self.other = True
 
     def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
-        self.other = self.other or self.name in _target_names(node.target)
+        self.other = self.other or self.name in target_names(node.target)
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        self.other = self.other or self.name in _target_names(node.target)
+        self.other = self.other or self.name in target_names(node.target)
 
     def visit_For(self, node: cst.For) -> None:
-        self.other = self.other or self.name in _target_names(node.target)
+        self.other = self.other or self.name in target_names(node.target)
 
     def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
         self.other = self.other or dotted(node.target) == self.name
-
-
-def _target_names(target: cst.BaseExpression) -> set[str]:
-    if isinstance(target, cst.Tuple | cst.List):
-        return {n for e in target.elements for n in _target_names(e.value)}
-    text = dotted(target)
-    return {text} if text else set()
 
 
 def _helpers_may_set(calls: set[str], name: str, facts: ModuleFacts) -> bool:

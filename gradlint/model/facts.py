@@ -107,11 +107,12 @@ class ModuleFacts:
         return None
 
 
-def _targets(node: cst.BaseAssignTargetExpression | cst.BaseExpression) -> list[str]:
+def target_names(node: cst.BaseAssignTargetExpression | cst.BaseExpression) -> list[str]:
+    """The dotted names an assignment target binds: `a`, `self.x`, both of `a, (b, c)`."""
     if isinstance(node, cst.Tuple | cst.List):
         out: list[str] = []
         for element in node.elements:
-            out.extend(_targets(element.value))
+            out.extend(target_names(element.value))
         return out
     text = dotted(node)
     return [text] if text else []
@@ -289,7 +290,7 @@ class _FactsCollector(cst.CSTVisitor):
             self._eventful.add(self._owners[-1])  # `p.grad = None`: a ZERO_GRAD event
         if not isinstance(node.value, cst.Call):
             return
-        names = [t for target in node.targets for t in _targets(target.target)]
+        names = [t for target in node.targets for t in target_names(target.target)]
         func = node.value.func
         if isinstance(func, cst.Attribute) and func.attr.value in ("prepare", "prepare_scheduler"):
             self.facts.prepared.update(last_part(n) for n in names)
@@ -297,7 +298,7 @@ class _FactsCollector(cst.CSTVisitor):
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
         if isinstance(node.value, cst.Call):
-            self._record(node.value, _targets(node.target))
+            self._record(node.value, target_names(node.target))
 
     def _record(self, call: cst.Call, names: list[str]) -> None:
         name = callee(call) or ""
