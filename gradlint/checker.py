@@ -7,7 +7,6 @@ import ast
 from collections.abc import Sequence
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from gradlint.diagnostics import Diagnostic, FileError
 from gradlint.fixes.edits import Lines, to_text
@@ -27,6 +26,7 @@ from gradlint.pipeline import (
     settle,
     suppress,
 )
+from gradlint.positions import positions_of
 from gradlint.relevance import relevant_source
 from gradlint.rules import RULES_BY_CODE, Finding, Rule
 from gradlint.trusted_parse import parse_accepted_module
@@ -120,8 +120,9 @@ def cst_version() -> str:
 def _locate(module: cst.Module, findings: list[Finding], filename: str, source: str) -> list[Diagnostic]:
     if not findings:
         return []
-    # Positions only for files with findings: the metadata pass costs more than the parse.
-    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    # Positions only for files with findings, and only of the nodes reported or edited.
+    positions = positions_of(module, [f.node for f in findings]
+                             + [edit.node for f in findings if f.fix is not None for edit in f.fix.edits])
     lines = Lines(source)
     out = []
     for f in findings:
