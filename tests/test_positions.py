@@ -22,7 +22,8 @@ ODD = {
     "tabs": "if x:\n\tfor y in z:\n\t\tloss.backward()\n",
     "no_trailing_newline": "def f():\n    return g(\n        1)",
     "backslash": "x = 1 + \\\n    2\nif x: y = 3; z = 4\n",
-    "decorated": "@torch.no_grad()\n@other\ndef f(a, *, b=1):\n    '''doc'''\n    pass\n\n\nclass C(B):\n    x: int = 1\n",
+    "decorated": ("@torch.no_grad()\n@other\ndef f(a, *, b=1):\n    '''doc'''\n    pass\n\n\n"
+                  "class C(B):\n    x: int = 1\n"),
     "empty": "",
     "comments_only": "# a\n\n# b\n",
 }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import libcst as cst
 
@@ -65,16 +65,24 @@ def _may_hold_node(hint: object) -> bool:
     return True  # a forward reference or type variable: unknown, so read it
 
 
-def children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    """The node's non-trivia children, in source order."""
+def children(node: cst.CSTNode) -> list[cst.CSTNode]:
+    """The node's non-trivia children, in source order. A list, built in one go: a generator per
+    node (suspended and resumed once per child) was the visit's main cost."""
+    found: list[cst.CSTNode] = []
+    significance = _significance
     for name in _field_names(type(node)):
         value = getattr(node, name)
-        if isinstance(value, tuple | list):
+        kind = type(value)
+        if kind is tuple or kind is list:
             for item in value:
-                if _significant(type(item)):
-                    yield item
-        elif _significant(type(value)):
-            yield value
+                known = significance.get(type(item))
+                if known or (known is None and _significant(type(item))):
+                    found.append(item)
+        else:
+            known = significance.get(kind)
+            if known or (known is None and _significant(kind)):
+                found.append(value)
+    return found
 
 
 _significance: dict[type, bool] = {}
@@ -126,17 +134,15 @@ def _lookup(table: dict[type, tuple[_Hook, _Hook]], cls: type, kind: type) -> tu
 
 
 def _visit(node: cst.CSTNode, enter: Callable[[cst.CSTNode], bool], leave: Callable[[cst.CSTNode], None]) -> None:
-    if enter(node) is False:
-        leave(node)
-        return
-    stack: list[tuple[cst.CSTNode, Iterator[cst.CSTNode]]] = [(node, children(node))]
-    while stack:  # explicit stack: deeply nested code must not hit the recursion limit here
-        parent, pending = stack[-1]
-        child = next(pending, None)
-        if child is None:
-            stack.pop()
-            leave(parent)
-        elif enter(child) is False:
-            leave(child)
+    # An explicit stack (deeply nested code must not hit the recursion limit here) of nodes to
+    # enter and, wrapped in a 1-tuple, nodes whose children are all done and which are left next.
+    stack: list[cst.CSTNode | tuple[cst.CSTNode]] = [node]
+    while stack:
+        item = stack.pop()
+        if type(item) is tuple:
+            leave(item[0])
+        elif enter(item) is False:
+            leave(item)
         else:
-            stack.append((child, children(child)))
+            stack.append((item,))
+            stack.extend(reversed(children(item)))
