@@ -45,7 +45,9 @@ class SchedulerStepEveryMicroBatch(Rule):
     Not flagged: a schedule whose length counts micro-batches (`len(loader) * epochs` or
     `data.num_batches * epochs`, not divided by K, or a step count multiplied by K,
     `max_train_steps * K`): it spans the whole run, and the
-    learning rate each optimizer step sees is on schedule;
+    learning rate each optimizer step sees is on schedule; a scheduler built by a helper out of
+    sight from a whole namespace (`create_scheduler(optimizer, args)`) when every length field this
+    file sets on it counts micro-batches (`args.max_step = args.max_epoch * data.num_batches`);
     `scheduler.step(metric)` (`ReduceLROnPlateau`) and `scheduler.step(epoch)`; constant schedules
     (`get_constant_schedule`, `get_scheduler("constant", ...)`); schedulers stepped
     once per window or per epoch; and Accelerate-prepared schedulers inside
@@ -243,11 +245,31 @@ class _Expansion:
             self._seen.add(name)
             for value in self.assignments.get(name, []) + self.assignments.get(last_part(name), []):
                 self.expand(value, depth + 1)
+            if "." not in name and depth < _MAX_DEPTH:
+                self._namespace(name, depth)
             function = self.model.facts.functions.get(name)
             if function is not None:
                 self.expand(function.body, depth + 1)
 
+    def _namespace(self, name: str, depth: int) -> None:
+        """A namespace handed whole to a builder (`create_scheduler(optimizer, args)`, from another
+        module): the length it carries is what this module sets on it (`args.max_step =
+        args.max_epoch * train_data.num_batches`). Which field the builder reads is out of sight,
+        so such fields may only clear the scheduler (all of them count micro-batches), never make
+        the finding certain."""
+        fields = _Expansion(self.model, self.k_names, self.assignments)
+        fields._seen = set(self._seen)  # its own: what it expands must not hide names from this one
+        for key, values in self.assignments.items():
+            if key.startswith(name + ".") and _LENGTH_FIELD.fullmatch(key[len(name) + 1:]):
+                for value in values:
+                    fields.expand(value, depth + 1)
+        if fields.divided is None and (fields.multiplied or fields.counts_batches):
+            self.counts_batches = True
 
+
+# A field of a namespace that sizes a schedule: `args.max_step`, `cfg.total_steps`, `args.t_total`.
+_LENGTH_FIELD = re.compile(r"(?i)t_total|(max|total|num|n|train)_?(train_|training_|optim_|optimizer_)?"
+                           r"(steps?|iters?|iterations|updates?)")
 # A count of the loader's batches under its own name (`train_data.num_batches`), as `len(loader)`
 # is: micro-batches, not updates.
 _BATCH_COUNT = re.compile(r"(?i)(num|n)_?(train_)?batch(es)?|(num_)?batches_per_epoch|num_micro_?batches")
