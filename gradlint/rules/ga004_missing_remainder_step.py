@@ -56,7 +56,10 @@ class MissingRemainderStep(Rule):
     most K (an off-by-one after the backward is GA010's finding). Nor loops that skip everything after
     the last whole window before its backward (`if i // K >= n: continue`), nor a gate whose counter
     never advances again (GA015). A loop with no epoch loop around it in the file is one pass, as far
-    as gradlint can see: the message then says the tail is carried into the next pass, if any.
+    as gradlint can see: the message then says the tail is carried into the next pass, if any; such
+    a pass that breaks on its own micro-batch count (`if iter_num > max_iters: break`, pretraining
+    over a streaming dataset) is the whole run, and is not flagged: its tail is the end of training
+    (unless its function is named for an epoch, `train_one_epoch`: a capped epoch).
 
     ## Example
     ```python
@@ -109,6 +112,8 @@ class MissingRemainderStep(Rule):
             if frozen_counter(loop, model.facts) is not None:
                 continue  # GA015: the gate never holds again, so there is no last window to flush
             if _whole_windows_only(loop, periodic):
+                continue
+            if _one_budgeted_pass(loop, counter.names):
                 continue
             clear = _clear_before(model, loop)
             opens_with_step = steps_on_first_micro_batch(loop)
@@ -163,6 +168,54 @@ def _message(loop: TrainingLoop, periodic: Periodicity, clear: Event | None, ope
                 "or, after the last pass, never applied")
     return (f"{head}: {when}, {tail} are not stepped in their epoch: their gradient is carried into the "
             f"next epoch's first window, which then spans more than `{k}` micro-batches")
+
+
+def _one_budgeted_pass(loop: TrainingLoop, counters: frozenset[str]) -> bool:
+    """No epoch loop in sight, and the loop breaks on its own micro-batch count (`if iter_num >
+    max_iters: break`) in a function not named for an epoch: the pass is the training run, bounded
+    by a budget of micro-batches (pretraining over a streaming dataset). What follows its last step
+    is the end of training, at most K - 1 micro-batches out of the run: nothing is carried into a
+    later window."""
+    chain = loop.loop.chain
+    if not all(isinstance(node, cst.FunctionDef) for node in chain):
+        return False
+    if chain and "epoch" in chain[-1].name.value.lower():  # type: ignore[attr-defined]
+        return False  # `train_one_epoch(..., max_batches)`: a capped epoch, called once per epoch
+    node = loop.loop.node
+    return isinstance(node, cst.For) and _breaks_on(node.body, counters)
+
+
+def _breaks_on(block: cst.BaseSuite, counters: frozenset[str]) -> bool:
+    """A `break` of this loop (not of a nested one) under `if <counter> >/>=/== <bound>:`."""
+    for statement in getattr(block, "body", ()):
+        if isinstance(statement, cst.If):
+            if _compares_counter(statement.test, counters) and _breaks_here(statement.body):
+                return True
+            if _breaks_on(statement.body, counters) or (
+                    isinstance(statement.orelse, cst.Else) and _breaks_on(statement.orelse.body, counters)):
+                return True
+        elif isinstance(statement, cst.With | cst.Try) and _breaks_on(statement.body, counters):
+            return True
+    return False
+
+
+def _breaks_here(block: cst.BaseSuite) -> bool:
+    lines = block.body if isinstance(block, cst.IndentedBlock) else (block,)
+    return any(isinstance(small, cst.Break)
+               for line in lines if isinstance(line, cst.SimpleStatementLine | cst.SimpleStatementSuite)
+               for small in line.body)
+
+
+def _compares_counter(test: cst.BaseExpression, counters: frozenset[str]) -> bool:
+    if not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
+        return False
+    operator = test.comparisons[0].operator
+    if not isinstance(operator, cst.GreaterThan | cst.GreaterThanEqual | cst.Equal):
+        return False
+    left = test.left
+    if isinstance(left, cst.BinaryOperation) and isinstance(left.operator, cst.Add):
+        left = left.left  # `iter_num + 1 >= max_iters`
+    return dotted(left) in counters
 
 
 def _whole_windows_only(loop: TrainingLoop, periodic: Periodicity) -> bool:
