@@ -46,8 +46,9 @@ class SchedulerStepEveryMicroBatch(Rule):
     `data.num_batches * epochs`, not divided by K, or a step count multiplied by K,
     `max_train_steps * K`): it spans the whole run, and the
     learning rate each optimizer step sees is on schedule; a scheduler built by a helper out of
-    sight from a whole namespace (`create_scheduler(optimizer, args)`) when every length field this
-    file sets on it counts micro-batches (`args.max_step = args.max_epoch * data.num_batches`);
+    sight from a whole namespace (`create_scheduler(optimizer, args)`) when a length field this file
+    sets on it counts micro-batches (`args.max_step = args.max_epoch * data.num_batches`) and none is
+    divided by K;
     `scheduler.step(metric)` (`ReduceLROnPlateau`) and `scheduler.step(epoch)`; constant schedules
     (`get_constant_schedule`, `get_scheduler("constant", ...)`); schedulers stepped
     once per window or per epoch; and Accelerate-prepared schedulers inside
@@ -255,8 +256,8 @@ class _Expansion:
         """A namespace handed whole to a builder (`create_scheduler(optimizer, args)`, from another
         module): the length it carries is what this module sets on it (`args.max_step =
         args.max_epoch * train_data.num_batches`). Which field the builder reads is out of sight,
-        so such fields may only clear the scheduler (all of them count micro-batches), never make
-        the finding certain."""
+        so such fields may only clear the scheduler (one counts micro-batches, none is divided by
+        K), never make the finding certain."""
         fields = _Expansion(self.model, self.k_names, self.assignments)
         fields._seen = set(self._seen)  # its own: what it expands must not hide names from this one
         for key, values in self.assignments.items():
