@@ -551,9 +551,12 @@ def build_loops(walk: WalkResult, prepared: set[str] | frozenset[str] = frozense
         else:
             window = by_path.get(_key(info.chain)) if info.chain else None
             # The window scope: the enclosing loop's own statements and the micro-step loop,
-            # not sibling loops (an evaluation loop, a second training phase).
+            # not sibling loops (an evaluation loop, a second training phase), except for the
+            # gradient rescales after the micro-step loop (`for p in params: p.grad.mul_(1 / n)`).
             inside = {id(e) for e in in_loop}
-            scope = [e for e in walk.events if e.loops == info.chain or id(e) in inside]
+            scope = [e for e in walk.events if e.loops == info.chain or id(e) in inside
+                     or (e.kind is Kind.GRAD_RESCALE and e.order > info.end
+                         and e.loops[: len(info.chain)] == info.chain)]
             if any(e.kind is Kind.STEP and e.loops == info.chain and e.order > info.end for e in scope):
                 loop.kind = LoopKind.INNER
                 loop.window = window

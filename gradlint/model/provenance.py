@@ -46,6 +46,7 @@ _COUNT_KEYWORDS = ("num_items", "num_items_in_batch", "normalizer", "num_tokens"
 _PASS_THROUGH = {"mean", "float", "half", "bfloat16", "double", "clone", "squeeze", "to", "contiguous",
                  "type", "type_as", "cuda", "cpu", "view", "reshape", "requires_grad_"}
 _MAX_DEPTH = 12
+_SUM = "a deliberate sum"
 _CONCAT = {"cat", "concat", "concatenate", "stack", "vstack", "hstack"}
 
 
@@ -83,6 +84,12 @@ class _Tracer:
         op = node.operator
         if isinstance(op, cst.Divide | cst.FloorDivide):
             divisor = number(node.right)
+            if divisor is None and _micro_batch_size(node.right) and not looks_like_k(node.right) \
+                    and not same_quantity(node.right, self.k):
+                summed = self.expr(node.left, frame, order, depth + 1)
+                if summed.scaling is Scaling.NORMALISED and summed.how == _SUM:
+                    # `loss.sum() / x.shape[0]`: the mean over this micro-batch, written by hand
+                    return Provenance(Scaling.RAW, f"a mean over the micro-batch, `{code(node)}`")
             if divisor is None or self._is_k(divisor):
                 return Provenance(Scaling.DIVIDED, f"divided by `{code(node.right)}`", node.right)
             return self.expr(node.left, frame, order, depth + 1)
@@ -118,7 +125,7 @@ class _Tracer:
         if method in ("mul", "mul_", "multiply") and positional(node) and number(positional(node)[0]) is None:
             return Provenance(Scaling.NORMALISED, f"multiplied with `.{method}()`")
         if method == "sum":
-            return Provenance(Scaling.NORMALISED, "a deliberate sum")
+            return Provenance(Scaling.NORMALISED, _SUM)
         if method in ("scale", "scale_loss") and positional(node):
             return self.expr(positional(node)[0], frame, order, depth + 1)
         if method in _PASS_THROUGH and recv is not None:
@@ -256,6 +263,21 @@ class _NameFinder(cst.CSTVisitor):
 
     def visit_Name(self, node: cst.Name) -> None:
         self.found = self.found or node.value in self.names
+
+
+def _micro_batch_size(node: cst.BaseExpression) -> bool:
+    """`x.shape[0]`, `x.size(0)`, `x.numel()`: the size of a tensor of this micro-batch. Not
+    `len(...)`, which may count the window's micro-batches (`len(chunks)`), nor a named count
+    (`num_tokens` may be the window's)."""
+    value = node.value if isinstance(node, cst.Subscript) else None
+    if isinstance(value, cst.Attribute) and value.attr.value == "shape" and len(node.slice) == 1:  # type: ignore[attr-defined]
+        index = node.slice[0].slice  # type: ignore[attr-defined]
+        return isinstance(index, cst.Index) and number(index.value) == 0
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+        name = node.func.attr.value
+        args = positional(node)
+        return (name == "numel" and not node.args) or (name == "size" and len(args) == 1 and number(args[0]) == 0)
+    return False
 
 
 def _has_division(node: cst.BaseExpression) -> bool:

@@ -23,11 +23,14 @@ class LossNotScaled(Rule):
     Not flagged: a loss divided by K (`/ K`, `/= K`, `* (1 / K)`, `.div(K)`, inside
     `scaler.scale(...)`, through assignments and helper returns), normalised by a token or sample
     count or a deliberate sum, gradients rescaled after backward (`p.grad /= K`,
-    `multiply_grads`), `accelerator.backward()` when the Accelerator was built with
+    `multiply_grads`, also in a loop over the parameters after an inner micro-step loop),
+    `accelerator.backward()` when the Accelerator was built with
     `gradient_accumulation_steps` (it divides), DeepSpeed engines, and a K that changes during
     training (YOLO-style warm-up), where the scale is managed on purpose. Dividing a copy for
     logging does not count: only what reaches backward does. An object of unknown kind given the
-    loss (`accumulator.backward(loss)`) is not judged: whether it divides is not visible here.
+    loss (`accumulator.backward(loss)`) is not judged: whether it divides is not visible here. A
+    sum divided by the micro-batch's own size (`losses.sum() / x.shape[0]`, `x.size(0)`,
+    `x.numel()`) is a mean written by hand, and counts as undivided.
 
     ## Example
     ```python
