@@ -46,7 +46,7 @@ _COUNT_KEYWORDS = ("num_items", "num_items_in_batch", "normalizer", "num_tokens"
 _PASS_THROUGH = {"mean", "float", "half", "bfloat16", "double", "clone", "squeeze", "to", "contiguous",
                  "type", "type_as", "cuda", "cpu", "view", "reshape", "requires_grad_"}
 _MAX_DEPTH = 12
-_SUM = "a deliberate sum"
+_DELIBERATE_SUM = Provenance(Scaling.NORMALISED, "a deliberate sum")
 _CONCAT = {"cat", "concat", "concatenate", "stack", "vstack", "hstack"}
 
 
@@ -84,12 +84,10 @@ class _Tracer:
         op = node.operator
         if isinstance(op, cst.Divide | cst.FloorDivide):
             divisor = number(node.right)
-            if divisor is None and _micro_batch_size(node.right) and not looks_like_k(node.right) \
-                    and not same_quantity(node.right, self.k):
-                summed = self.expr(node.left, frame, order, depth + 1)
-                if summed.scaling is Scaling.NORMALISED and summed.how == _SUM:
-                    # `loss.sum() / x.shape[0]`: the mean over this micro-batch, written by hand
-                    return Provenance(Scaling.RAW, f"a mean over the micro-batch, `{code(node)}`")
+            if (divisor is None and _micro_batch_size(node.right) and not self._by_k(node.right)
+                    and self.expr(node.left, frame, order, depth + 1) == _DELIBERATE_SUM):
+                # `loss.sum() / x.shape[0]`: the mean over this micro-batch, written by hand
+                return Provenance(Scaling.RAW, f"a mean over the micro-batch, `{code(node)}`")
             if divisor is None or self._is_k(divisor):
                 return Provenance(Scaling.DIVIDED, f"divided by `{code(node.right)}`", node.right)
             return self.expr(node.left, frame, order, depth + 1)
@@ -125,7 +123,7 @@ class _Tracer:
         if method in ("mul", "mul_", "multiply") and positional(node) and number(positional(node)[0]) is None:
             return Provenance(Scaling.NORMALISED, f"multiplied with `.{method}()`")
         if method == "sum":
-            return Provenance(Scaling.NORMALISED, _SUM)
+            return _DELIBERATE_SUM
         if method in ("scale", "scale_loss") and positional(node):
             return self.expr(positional(node)[0], frame, order, depth + 1)
         if method in _PASS_THROUGH and recv is not None:
@@ -274,7 +272,7 @@ def _micro_batch_size(node: cst.BaseExpression) -> bool:
         index = node.slice[0].slice  # type: ignore[attr-defined]
         return isinstance(index, cst.Index) and number(index.value) == 0
     if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
-        name = node.func.attr.value
+        name = method_name(node)
         args = positional(node)
         return (name == "numel" and not node.args) or (name == "size" and len(args) == 1 and number(args[0]) == 0)
     return False
