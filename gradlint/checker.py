@@ -4,7 +4,9 @@ test come first, in gradlint/pipeline.py, which imports this module only for a f
 from __future__ import annotations
 
 import ast
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import libcst as cst
 
@@ -53,13 +55,18 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
     settled = settle(source, filename, prefilter, stages)
     if settled is not None:
         return settled
+    with _fewer_collections():
+        return _analyse(source, filename, rules, prefilter or stages)
+
+
+def _analyse(source: str, filename: str, rules: Sequence[Rule], may_stage: bool) -> FileResult:
     result = FileResult(filename)
     try:
         tree = cpython_tree(source, filename)
     except (RecursionError, MemoryError):
         result.error = FileError(filename, TOO_DEEP)
         return result
-    staged = (prefilter or stages) and tree is not None
+    staged = may_stage and tree is not None
     try:
         if tree is None:  # CPython rejects it; LibCST may know newer syntax, or says what is wrong
             module = cst.parse_module(source)
@@ -90,6 +97,23 @@ def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: boo
     except Exception as exc:  # one file's bug must not stop the others
         result.error = internal_error(filename, exc)
     return result
+
+
+# LibCST's parse and the model allocate millions of small objects that refcounting frees (the trees
+# hold no parent links); at the default threshold (700) the collector runs thousands of times per
+# file for nothing: 8-9% of the CPU time over the 491 candidate files of a 29-repository corpus.
+_YOUNG_THRESHOLD = 100_000
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Collect the young generation less often while one file is analysed; restored after."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], _YOUNG_THRESHOLD), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def _syntax_error(source: str, filename: str, exc: cst.ParserSyntaxError | cst.CSTValidationError) -> FileError:
