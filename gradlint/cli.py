@@ -133,7 +133,8 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
     report = Report(diagnostics, files_checked=len(results), color=color,
                     sources={r.filename: r.source for r in results if r.source is not None},
                     notebooks={r.filename: r.notebook for r in results if r.notebook is not None},
-                    unsafe_fixes=unsafe_fixes, fixed=outcome.fixed if outcome is not None and not diff else None)
+                    unsafe_fixes=unsafe_fixes, fixed=outcome.fixed if outcome is not None and not diff else None,
+                    files_with_errors=len(errors))
     rendered = render_statistics(output_format, report) if statistics else render(output_format, report)
     if diff and outcome is not None:
         # As ruff: the diff on standard output, a count on standard error.

@@ -50,13 +50,8 @@ def relevant_source(source: str, tree: ast.Module | None = None) -> str:
             tree = ast.parse(source)
         except (SyntaxError, ValueError):
             return source
-    # RecursionError and MemoryError go up: CPython cannot build the tree, and LibCST would crash on
-    # it (checker.check_source reports the file as too deeply nested).
-    source_lines = [m.group() for m in _LINE.finditer(source)]
-    try:
-        blank = list(_irrelevant_units(tree, source_lines))
-    except RecursionError:
-        return source
+    source_lines = _lines(source)
+    blank = blank_spans(source, tree, source_lines)
     if not blank:
         return source
     lines = list(source_lines)
@@ -73,6 +68,22 @@ def relevant_source(source: str, tree: ast.Module | None = None) -> str:
             lines[row] += (" \\" if row == start - 1 else "\\") + _ending(source_lines[row])
         lines[end - 1] += _ending(source_lines[end - 1]) or "\n"  # a backslash cannot precede the end of file
     return "".join(lines)
+
+
+def blank_spans(source: str, tree: ast.Module, source_lines: list[str] | None = None) -> list[tuple[int, int]]:
+    """The (first, last) lines of the statements `relevant_source` blanks; none below MIN_BYTES.
+    RecursionError and MemoryError go up: CPython could not build the tree (checker.check_source
+    reports the file as too deeply nested), and LibCST would crash on it."""
+    if len(source) < MIN_BYTES:
+        return []
+    try:
+        return list(_irrelevant_units(tree, source_lines if source_lines is not None else _lines(source)))
+    except RecursionError:
+        return []
+
+
+def _lines(source: str) -> list[str]:
+    return [m.group() for m in _LINE.finditer(source)]
 
 
 def _ending(line: str) -> str:

@@ -20,12 +20,12 @@ from libcst._nodes.base import CSTNode  # the hook is not public; without it, pa
 
 def parse_accepted_module(source: str) -> cst.Module:
     """`cst.parse_module` for source CPython's own parser accepted."""
-    with _validation_off():
+    with validation_off():
         return cst.parse_module(source)
 
 
 @contextmanager
-def _validation_off() -> Iterator[None]:
+def validation_off() -> Iterator[None]:
     hook = CSTNode.__dict__.get("__post_init__")
     if hook is None:  # a LibCST that validates elsewhere: nothing to turn off
         yield

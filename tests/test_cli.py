@@ -74,6 +74,18 @@ def test_clean_exit_0(clean: Path) -> None:
     assert out == "All checks passed.\n"
 
 
+def test_summary_does_not_say_all_passed_when_a_file_was_not_checked(tmp_path: Path, clean: Path,
+                                                                     buggy: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("def f(:\n", encoding="utf-8")
+    code, out, err = run(str(clean), str(broken))
+    assert (code, out) == (2, "No problems found in the files checked; 1 file could not be checked.\n")
+    assert f"error: {broken}:1:7: syntax error" in err
+    code, out, _ = run("--output-format", "concise", str(buggy), str(broken))
+    assert code == 2 and out.splitlines()[-1] == "1 file could not be checked."
+    assert "Found 1 problem in 1 file." in out
+
+
 def test_exit_zero(buggy: Path) -> None:
     code, out, _ = run("--exit-zero", str(buggy))
     assert code == 0

@@ -147,7 +147,7 @@ def test_malformed_notebook_is_a_clear_error(tmp_path: Path, text: str, message:
     path = tmp_path / "bad.ipynb"
     path.write_text(text, encoding="utf-8")
     code, out, err = run(str(path))
-    assert (code, out) == (2, "All checks passed.\n")
+    assert (code, out) == (2, "No problems found in the files checked; 1 file could not be checked.\n")
     assert f"error: {path}: " in err and message in err
     assert "Traceback" not in err
 

@@ -22,6 +22,7 @@ class Report:
     notebooks: dict[str, Notebook] = field(default_factory=dict)
     unsafe_fixes: bool = False  # unsafe fixes count as fixable (--unsafe-fixes)
     fixed: int | None = None  # with --fix: how many findings were fixed
+    files_with_errors: int = 0  # files that could not be checked (their errors went to stderr)
     _lines: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def line(self, diagnostic: Diagnostic, row: int | None = None) -> str | None:

@@ -24,8 +24,10 @@ def _plural(count: int, word: str) -> str:
 def _summary(report: Report) -> str:
     count = len(report.diagnostics)
     fixed = report.fixed or 0
+    unchecked = f"{_plural(report.files_with_errors, 'file')} could not be checked." if report.files_with_errors else ""
     if not count and not fixed:
-        return "All checks passed."
+        # Not "All checks passed." when some file was not checked at all (an error exits 2).
+        return f"No problems found in the files checked; {unchecked}" if unchecked else "All checks passed."
     if fixed:
         line = f"Found {_plural(count + fixed, 'problem')} ({fixed} fixed, {count} remaining)."
     else:
@@ -39,7 +41,7 @@ def _summary(report: Report) -> str:
         line += f"\n[*] {fixable} fixable with the `--fix` option{hint}."
     elif hidden:
         line += f"\nNo fixes available{hint}."
-    return line
+    return f"{line}\n{unchecked}" if unchecked else line
 
 
 def render_concise(report: Report) -> str:

@@ -1,0 +1,629 @@
+"""LibCST's tree of a file, built from CPython's `ast` instead of LibCST's parser.
+
+LibCST's parse is half of gradlint's time on a tree of training scripts (9 s of 16 s over the 491
+candidate files of a 29-repository corpus), and most files it parses have no finding. CPython has
+already parsed every candidate (`pipeline.cpython_tree`), and its tree holds everything the model
+reads: which statements, calls, names, operators and literals, in which blocks. This module builds
+the same LibCST nodes from it, with default whitespace: the model runs on them unchanged. What the
+tree lacks is what only a finding needs (comments, exact whitespace and brackets for positions,
+fixes and quoted code), so `checker` builds the model from this tree first and, when a rule finds
+anything, checks the file again on LibCST's own parse: every reported finding, position and fix
+comes from LibCST, as before.
+
+The nodes are those LibCST's parser gives, field for field, except trivia: whitespace, comments,
+commas, brackets (`lpar`/`rpar` are set only where precedence needs them, so that `syntax.code`
+still reads right) and `Module` header/footer. `first_difference` compares the two trees;
+`tests/test_tree_from_ast.py` runs it on every fixture and on standard-library files, and
+`benchmarks/tree_fidelity.py` on any tree. Literals keep their source text (`0x10`, `r"\\d"`);
+what CPython merges or cannot place (implicitly concatenated strings, f-strings) is parsed from
+its source text by LibCST, and a statement kind not built here (`match`, PEP 695 syntax) makes the
+whole file go to LibCST's parser (`Unsupported`).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import re
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
+
+import libcst as cst
+from libcst import MaybeSentinel
+
+from gradlint.trusted_parse import validation_off
+
+
+class Unsupported(Exception):
+    """A construct this module does not build: parse the file with LibCST."""
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")  # Python's own line ends, as relevance.py splits them
+
+# Precedence, as ast.unparse ranks it: a child ranked below what its parent needs gets parentheses.
+_NAMED, _TUPLE, _YIELD, _TEST, _OR, _AND, _NOT, _CMP, _EXPR = range(1, 10)
+_BOR, _BXOR, _BAND, _SHIFT, _ARITH, _TERM, _FACTOR, _POWER, _AWAIT, _ATOM = range(10, 20)
+
+_BINARY: dict[type, tuple[type[cst.BaseBinaryOp], int]] = {
+    ast.Add: (cst.Add, _ARITH), ast.Sub: (cst.Subtract, _ARITH), ast.Mult: (cst.Multiply, _TERM),
+    ast.Div: (cst.Divide, _TERM), ast.FloorDiv: (cst.FloorDivide, _TERM), ast.Mod: (cst.Modulo, _TERM),
+    ast.MatMult: (cst.MatrixMultiply, _TERM), ast.Pow: (cst.Power, _POWER), ast.LShift: (cst.LeftShift, _SHIFT),
+    ast.RShift: (cst.RightShift, _SHIFT), ast.BitOr: (cst.BitOr, _BOR), ast.BitXor: (cst.BitXor, _BXOR),
+    ast.BitAnd: (cst.BitAnd, _BAND),
+}
+_AUGMENTED: dict[type, type[cst.BaseAugOp]] = {
+    ast.Add: cst.AddAssign, ast.Sub: cst.SubtractAssign, ast.Mult: cst.MultiplyAssign, ast.Div: cst.DivideAssign,
+    ast.FloorDiv: cst.FloorDivideAssign, ast.Mod: cst.ModuloAssign, ast.MatMult: cst.MatrixMultiplyAssign,
+    ast.Pow: cst.PowerAssign, ast.LShift: cst.LeftShiftAssign, ast.RShift: cst.RightShiftAssign,
+    ast.BitOr: cst.BitOrAssign, ast.BitXor: cst.BitXorAssign, ast.BitAnd: cst.BitAndAssign,
+}
+_UNARY: dict[type, tuple[type[cst.BaseUnaryOp], int]] = {
+    ast.UAdd: (cst.Plus, _FACTOR), ast.USub: (cst.Minus, _FACTOR), ast.Invert: (cst.BitInvert, _FACTOR),
+    ast.Not: (cst.Not, _NOT),
+}
+_COMPARE: dict[type, type[cst.BaseCompOp]] = {
+    ast.Eq: cst.Equal, ast.NotEq: cst.NotEqual, ast.Lt: cst.LessThan, ast.LtE: cst.LessThanEqual,
+    ast.Gt: cst.GreaterThan, ast.GtE: cst.GreaterThanEqual, ast.Is: cst.Is, ast.IsNot: cst.IsNot, ast.In: cst.In,
+    ast.NotIn: cst.NotIn,
+}
+_COMPOUND = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.If, ast.For, ast.AsyncFor, ast.While,
+             ast.With, ast.AsyncWith, ast.Try, getattr(ast, "TryStar", ast.Try), getattr(ast, "Match", ast.Try))
+
+
+class _Makers:
+    """`_make.Call(...)` builds a `cst.Call` whose trivia fields (whitespace, `.`, brackets) hold one
+    shared instance each instead of new ones from their default factories: a third of the objects
+    a tree would otherwise hold. Nothing reads trivia identity: the model's visit skips it, and no
+    positions are computed on this tree."""
+
+    def __getattr__(self, name: str) -> Callable[..., cst.CSTNode]:
+        kind = getattr(cst, name)
+        shared = {f.name: f.default_factory() for f in dataclasses.fields(kind)
+                  if f.default_factory is not dataclasses.MISSING and _is_trivia(f.default_factory())}
+        maker = functools.partial(kind, **shared) if shared else kind
+        setattr(self, name, maker)
+        return maker
+
+
+def _is_trivia(value: object) -> bool:
+    if isinstance(value, list | tuple):
+        return all(_is_trivia(v) for v in value)
+    return isinstance(value, (*_TRIVIA_TYPES, cst.Dot, cst.BaseBinaryOp, cst.BaseBooleanOp, cst.BaseCompOp,
+                              cst.BaseUnaryOp, cst.BaseAugOp))
+
+
+_make = _Makers()
+_shared = functools.cache(lambda kind: kind())  # one instance per operator class
+_PAREN = ((cst.LeftParen(),), (cst.RightParen(),))
+_NONE: tuple[()] = ()
+
+
+def module_from_ast(source: str, tree: ast.Module, blank: Sequence[tuple[int, int]] = ()) -> cst.Module:
+    """The LibCST module of `source` (CPython's `tree` of it), with the statements that start a
+    `blank` span (first and last line, as `relevance.blank_spans` gives them) read as one `pass`,
+    as LibCST parses `relevance.relevant_source`'s text. Raises Unsupported, or RecursionError."""
+    _check_identifiers(source)
+    with validation_off():
+        return _Builder(source, blank).module(tree)
+
+
+class _Builder:
+    def __init__(self, source: str, blank: Sequence[tuple[int, int]]) -> None:
+        self.lines = [m.group() for m in _LINE.finditer(source)]
+        self.blank = {start: end for start, end in blank}
+        self.expr_builders: dict[type, Callable[[ast.expr], cst.BaseExpression]] = {
+            ast.Name: self.name, ast.Attribute: self.attribute, ast.Call: self.call, ast.Constant: self.constant,
+            ast.BinOp: self.binary, ast.UnaryOp: self.unary, ast.BoolOp: self.boolean, ast.Compare: self.compare,
+            ast.Subscript: self.subscript, ast.Tuple: self.tuple, ast.List: self.list, ast.Set: self.set,
+            ast.Dict: self.dict, ast.ListComp: self.list_comp, ast.SetComp: self.set_comp,
+            ast.DictComp: self.dict_comp, ast.GeneratorExp: self.generator, ast.Lambda: self.lambda_,
+            ast.IfExp: self.if_exp, ast.NamedExpr: self.named, ast.Await: self.await_, ast.Yield: self.yield_,
+            ast.YieldFrom: self.yield_from, ast.Starred: self.starred, ast.JoinedStr: self.from_text,
+            ast.Slice: self.unsupported,
+        }
+        self.statement_builders: dict[type, Callable[[ast.stmt], cst.CSTNode]] = {
+            ast.Expr: self.expr_statement, ast.Assign: self.assign, ast.AugAssign: self.aug_assign,
+            ast.AnnAssign: self.ann_assign, ast.Return: self.return_, ast.Pass: lambda _: _make.Pass(),
+            ast.Break: lambda _: _make.Break(), ast.Continue: lambda _: _make.Continue(), ast.Import: self.import_,
+            ast.ImportFrom: self.import_from, ast.Raise: self.raise_, ast.Assert: self.assert_,
+            ast.Delete: self.delete, ast.Global: self.global_, ast.Nonlocal: self.nonlocal_,
+            ast.If: self.if_, ast.For: self.for_, ast.AsyncFor: self.for_, ast.While: self.while_,
+            ast.With: self.with_, ast.AsyncWith: self.with_, ast.Try: self.try_, ast.FunctionDef: self.function,
+            ast.AsyncFunctionDef: self.function, ast.ClassDef: self.class_,
+        }
+        if hasattr(ast, "TryStar"):
+            self.statement_builders[ast.TryStar] = self.try_
+
+    # --- source text ---------------------------------------------------------------------------
+
+    def text(self, node: ast.expr) -> str:
+        """The source text of `node` (its columns are UTF-8 byte offsets)."""
+        first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1
+        end_col = node.end_col_offset if node.end_col_offset is not None else 0
+        if first == last:
+            return _cut(self.lines[first], node.col_offset, end_col)
+        return (_cut(self.lines[first], node.col_offset, None) + "".join(self.lines[first + 1 : last])
+                + _cut(self.lines[last], 0, end_col))
+
+    def starts_line(self, node: ast.stmt) -> bool:
+        return not self.lines[node.lineno - 1][: node.col_offset].strip()
+
+    # --- statements ----------------------------------------------------------------------------
+
+    def module(self, tree: ast.Module) -> cst.Module:
+        return _make.Module(body=self.statements(tree.body))
+
+    def statements(self, body: list[ast.stmt]) -> list[cst.BaseStatement]:
+        out: list[cst.BaseStatement] = []
+        index, count = 0, len(body)
+        while index < count:
+            node = body[index]
+            start = _start(node)
+            end = self.blank.get(start)
+            if end is not None:  # a blanked span: one `pass` line for all of it
+                out.append(_make.SimpleStatementLine(body=[_make.Pass()]))
+                index += 1
+                while index < count and _start(body[index]) <= end:
+                    index += 1
+                continue
+            if isinstance(node, _COMPOUND):
+                out.append(self.statement(node))  # type: ignore[arg-type]
+                index += 1
+                continue
+            # Simple statements on one line (`a = 1; b = 2`) share a SimpleStatementLine.
+            small = [self.statement(node)]
+            index += 1
+            while (index < count and body[index].lineno == (body[index - 1].end_lineno or 0)
+                   and not isinstance(body[index], _COMPOUND)):
+                small.append(self.statement(body[index]))
+                index += 1
+            out.append(_make.SimpleStatementLine(body=small))  # type: ignore[arg-type]
+        return out
+
+    def statement(self, node: ast.stmt) -> cst.CSTNode:
+        builder = self.statement_builders.get(type(node))
+        if builder is None:
+            raise Unsupported(type(node).__name__)
+        return builder(node)
+
+    def block(self, body: list[ast.stmt]) -> cst.BaseSuite:
+        if body and not self.starts_line(body[0]):  # `if x: y` on the header's line
+            return _make.SimpleStatementSuite(body=[self.statement(s) for s in body])  # type: ignore[misc]
+        return _make.IndentedBlock(body=self.statements(body))
+
+    def expr_statement(self, node: ast.Expr) -> cst.Expr:
+        return _make.Expr(value=self.expr(node.value))
+
+    def assign(self, node: ast.Assign) -> cst.Assign:
+        return _make.Assign(targets=[_make.AssignTarget(target=self.expr(t)) for t in node.targets],
+                          value=self.expr(node.value))
+
+    def aug_assign(self, node: ast.AugAssign) -> cst.AugAssign:
+        return _make.AugAssign(target=self.expr(node.target), operator=_shared(_AUGMENTED[type(node.op)]),
+                             value=self.expr(node.value))
+
+    def ann_assign(self, node: ast.AnnAssign) -> cst.AnnAssign:
+        return _make.AnnAssign(target=self.expr(node.target), annotation=_make.Annotation(self.expr(node.annotation)),
+                             value=self.maybe(node.value))
+
+    def return_(self, node: ast.Return) -> cst.Return:
+        return _make.Return(value=self.maybe(node.value))
+
+    def import_(self, node: ast.Import) -> cst.Import:
+        return _make.Import(names=[self.alias(a) for a in node.names])
+
+    def import_from(self, node: ast.ImportFrom) -> cst.ImportFrom:
+        names: Sequence[cst.ImportAlias] | cst.ImportStar
+        names = _make.ImportStar() if node.names[0].name == "*" else [self.alias(a) for a in node.names]
+        return _make.ImportFrom(module=_dotted_name(node.module) if node.module else None, names=names,
+                              relative=[_make.Dot() for _ in range(node.level or 0)])
+
+    def alias(self, node: ast.alias) -> cst.ImportAlias:
+        return _make.ImportAlias(name=_dotted_name(node.name),
+                               asname=_make.AsName(name=_make.Name(node.asname)) if node.asname else None)
+
+    def raise_(self, node: ast.Raise) -> cst.Raise:
+        return _make.Raise(exc=self.maybe(node.exc),
+                         cause=_make.From(item=self.expr(node.cause)) if node.cause is not None else None)
+
+    def assert_(self, node: ast.Assert) -> cst.Assert:
+        return _make.Assert(test=self.expr(node.test), msg=self.maybe(node.msg))
+
+    def delete(self, node: ast.Delete) -> cst.Del:
+        if len(node.targets) == 1:
+            return _make.Del(target=self.expr(node.targets[0]))
+        return _make.Del(target=_make.Tuple(elements=[_make.Element(self.expr(t)) for t in node.targets], lpar=_NONE,
+                                        rpar=_NONE))
+
+    def global_(self, node: ast.Global) -> cst.Global:
+        return _make.Global(names=[_make.NameItem(_make.Name(n)) for n in node.names])
+
+    def nonlocal_(self, node: ast.Nonlocal) -> cst.Nonlocal:
+        return _make.Nonlocal(names=[_make.NameItem(_make.Name(n)) for n in node.names])
+
+    def if_(self, node: ast.If) -> cst.If:
+        return _make.If(test=self.expr(node.test), body=self.block(node.body), orelse=self.if_else(node.orelse))
+
+    def if_else(self, orelse: list[ast.stmt]) -> cst.If | cst.Else | None:
+        if not orelse:
+            return None
+        first = orelse[0]
+        if (len(orelse) == 1 and isinstance(first, ast.If) and _start(first) not in self.blank
+                and self.lines[first.lineno - 1].startswith("elif", first.col_offset)):
+            return self.if_(first)
+        return _make.Else(body=self.block(orelse))
+
+    def orelse(self, orelse: list[ast.stmt]) -> cst.Else | None:
+        return _make.Else(body=self.block(orelse)) if orelse else None
+
+    def for_(self, node: ast.For | ast.AsyncFor) -> cst.For:
+        return _make.For(target=self.expr(node.target), iter=self.expr(node.iter), body=self.block(node.body),
+                       orelse=self.orelse(node.orelse),
+                       asynchronous=_make.Asynchronous() if isinstance(node, ast.AsyncFor) else None)
+
+    def while_(self, node: ast.While) -> cst.While:
+        return _make.While(test=self.expr(node.test), body=self.block(node.body), orelse=self.orelse(node.orelse))
+
+    def with_(self, node: ast.With | ast.AsyncWith) -> cst.With:
+        items = [_make.WithItem(item=self.expr(i.context_expr),
+                              asname=_make.AsName(name=self.expr(i.optional_vars)) if i.optional_vars else None)
+                 for i in node.items]
+        return _make.With(items=items, body=self.block(node.body),
+                        asynchronous=_make.Asynchronous() if isinstance(node, ast.AsyncWith) else None)
+
+    def try_(self, node: ast.Try) -> cst.Try | cst.TryStar:
+        star = type(node).__name__ == "TryStar"
+        handler = cst.ExceptStarHandler if star else cst.ExceptHandler
+        handlers = [handler(body=self.block(h.body), type=self.maybe(h.type),  # type: ignore[arg-type]
+                            name=_make.AsName(name=_make.Name(h.name)) if h.name else None)
+                    for h in node.handlers]
+        kind = cst.TryStar if star else cst.Try
+        return kind(body=self.block(node.body), handlers=handlers, orelse=self.orelse(node.orelse),  # type: ignore[arg-type]
+                    finalbody=_make.Finally(body=self.block(node.finalbody)) if node.finalbody else None)
+
+    def function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> cst.FunctionDef:
+        if getattr(node, "type_params", None):
+            raise Unsupported("type parameters")
+        return _make.FunctionDef(
+            name=_make.Name(node.name), params=self.parameters(node.args), body=self.block(node.body),
+            decorators=[_make.Decorator(decorator=self.expr(d)) for d in node.decorator_list],
+            returns=_make.Annotation(self.expr(node.returns)) if node.returns is not None else None,
+            asynchronous=_make.Asynchronous() if isinstance(node, ast.AsyncFunctionDef) else None,
+        )
+
+    def class_(self, node: ast.ClassDef) -> cst.ClassDef:
+        if getattr(node, "type_params", None):
+            raise Unsupported("type parameters")
+        bases = [self.argument(b) for b in node.bases]
+        keywords = [self.keyword(k) for k in node.keywords]
+        return _make.ClassDef(name=_make.Name(node.name), body=self.block(node.body), bases=bases, keywords=keywords,
+                            decorators=[_make.Decorator(decorator=self.expr(d)) for d in node.decorator_list])
+
+    def parameters(self, node: ast.arguments, annotated: bool = True) -> cst.Parameters:
+        positional = [*node.posonlyargs, *node.args]
+        defaults: list[ast.expr | None] = [None] * (len(positional) - len(node.defaults)) + list(node.defaults)
+        params = [self.param(a, d, "", annotated) for a, d in zip(positional, defaults, strict=True)]
+        split = len(node.posonlyargs)
+        star_arg: cst.Param | cst.ParamStar | MaybeSentinel = MaybeSentinel.DEFAULT
+        if node.vararg is not None:
+            star_arg = self.param(node.vararg, None, "*", annotated)
+        elif node.kwonlyargs:
+            star_arg = _make.ParamStar()
+        return _make.Parameters(
+            params=params[split:], posonly_params=params[:split],
+            posonly_ind=_make.ParamSlash() if split else MaybeSentinel.DEFAULT, star_arg=star_arg,
+            kwonly_params=[self.param(a, d, "", annotated) for a, d in zip(node.kwonlyargs, node.kw_defaults,
+                                                                             strict=True)],
+            star_kwarg=self.param(node.kwarg, None, "**", annotated) if node.kwarg is not None else None,
+        )
+
+    def param(self, node: ast.arg, default: ast.expr | None, star: str, annotated: bool) -> cst.Param:
+        annotation = _make.Annotation(self.expr(node.annotation)) if annotated and node.annotation else None
+        return _make.Param(name=_make.Name(node.arg), annotation=annotation, default=self.maybe(default),
+                         star=star)  # type: ignore[arg-type]
+
+    # --- expressions ---------------------------------------------------------------------------
+
+    def expr(self, node: ast.expr, needs: int = 0) -> cst.BaseExpression:
+        built = self.expr_builders[type(node)](node)
+        if needs and _rank(node) < needs and not built.lpar:
+            return built.with_changes(lpar=_PAREN[0], rpar=_PAREN[1])
+        return built
+
+    def maybe(self, node: ast.expr | None) -> cst.BaseExpression | None:
+        return self.expr(node) if node is not None else None
+
+    def unsupported(self, node: ast.AST) -> cst.BaseExpression:
+        raise Unsupported(type(node).__name__)
+
+    def name(self, node: ast.Name) -> cst.Name:
+        return _make.Name(node.id)
+
+    def attribute(self, node: ast.Attribute) -> cst.Attribute:
+        value = node.value
+        if type(value) is ast.Constant and isinstance(value.value, int | float | complex):
+            raise Unsupported("attribute of a number")  # `1 .real`: LibCST keeps the space in the literal
+        return _make.Attribute(value=self.expr(value, _ATOM), attr=_make.Name(node.attr))
+
+    def call(self, node: ast.Call) -> cst.Call:
+        args = [self.argument(a) for a in node.args]
+        if node.keywords:
+            args.extend(self.keyword(k) for k in node.keywords)
+            if node.args and _position(node.keywords[0]) < _position(node.args[-1]):
+                # `f(a, k=1, *rest)`: LibCST keeps the source order, CPython separates the two kinds.
+                order = sorted(range(len(args)), key=lambda i: _position((node.args + node.keywords)[i]))  # type: ignore[operator]
+                args = [args[i] for i in order]
+        return _make.Call(func=self.expr(node.func, _ATOM), args=args)
+
+    def argument(self, node: ast.expr) -> cst.Arg:
+        if type(node) is ast.Starred:
+            return _make.Arg(value=self.expr(node.value), star="*")
+        return _make.Arg(value=self.expr(node))
+
+    def keyword(self, node: ast.keyword) -> cst.Arg:
+        if node.arg is None:
+            return _make.Arg(value=self.expr(node.value), star="**")
+        return _make.Arg(value=self.expr(node.value), keyword=_make.Name(node.arg))
+
+    def constant(self, node: ast.Constant) -> cst.BaseExpression:
+        value = node.value
+        if value is None or value is True or value is False:
+            return _make.Name(str(value))
+        if value is ...:
+            return _make.Ellipsis()
+        text = self.text(node)
+        if isinstance(value, str | bytes):
+            if _one_string(text):
+                return _make.SimpleString(text)
+            return self.from_text(node)  # "a" "b": one constant to CPython, a ConcatenatedString to LibCST
+        if isinstance(value, bool | int):
+            return _make.Integer(text)
+        if isinstance(value, float):
+            return _make.Float(text)
+        return _make.Imaginary(text)
+
+    def from_text(self, node: ast.expr) -> cst.BaseExpression:
+        """LibCST's own parse of the expression's text: f-strings, implicit concatenations."""
+        try:
+            built = cst.parse_expression("(" + self.text(node) + ")")
+        except cst.ParserSyntaxError as exc:
+            raise Unsupported(str(exc)) from None
+        return built.with_changes(lpar=_NONE, rpar=_NONE)
+
+    def binary(self, node: ast.BinOp) -> cst.BinaryOperation:
+        operator, rank = _BINARY[type(node.op)]
+        # `**` groups to the right, and its right operand may be a unary one (`a ** -b`).
+        left, right = (rank + 1, _FACTOR) if operator is cst.Power else (rank, rank + 1)
+        return _make.BinaryOperation(left=self.expr(node.left, left), operator=_shared(operator),
+                                   right=self.expr(node.right, right))
+
+    def unary(self, node: ast.UnaryOp) -> cst.UnaryOperation:
+        operator, rank = _UNARY[type(node.op)]
+        return _make.UnaryOperation(operator=_shared(operator), expression=self.expr(node.operand, rank))
+
+    def boolean(self, node: ast.BoolOp) -> cst.BooleanOperation:
+        operator, rank = (cst.And, _AND) if type(node.op) is ast.And else (cst.Or, _OR)
+        values = [self.expr(v, rank + 1) for v in node.values]
+        built = _make.BooleanOperation(left=values[0], operator=_shared(operator), right=values[1])
+        for value in values[2:]:  # `a and b and c` nests to the left, as LibCST parses it
+            built = _make.BooleanOperation(left=built, operator=_shared(operator), right=value)
+        return built
+
+    def compare(self, node: ast.Compare) -> cst.Comparison:
+        return _make.Comparison(left=self.expr(node.left, _CMP + 1), comparisons=[
+            _make.ComparisonTarget(operator=_shared(_COMPARE[type(op)]), comparator=self.expr(c, _CMP + 1))
+            for op, c in zip(node.ops, node.comparators, strict=True)])
+
+    def subscript(self, node: ast.Subscript) -> cst.Subscript:
+        index = node.slice
+        if type(index) is ast.Tuple and not self.parenthesized(index):
+            items = [self.subscript_element(e) for e in index.elts]
+        else:
+            items = [self.subscript_element(index)]
+        return _make.Subscript(value=self.expr(node.value, _ATOM), slice=items)
+
+    def subscript_element(self, node: ast.expr) -> cst.SubscriptElement:
+        if type(node) is ast.Slice:
+            return _make.SubscriptElement(_make.Slice(lower=self.maybe(node.lower), upper=self.maybe(node.upper),
+                                                  step=self.maybe(node.step)))
+        if type(node) is ast.Starred:
+            raise Unsupported("starred subscript")
+        return _make.SubscriptElement(_make.Index(self.expr(node)))
+
+    def parenthesized(self, node: ast.Tuple) -> bool:
+        """Whether a tuple's own brackets are in the source: CPython's span then starts at `(`,
+        before its first element (`(a), b` is taken for bracketed; only quoted code can tell)."""
+        line = self.lines[node.lineno - 1]
+        if not line.startswith("(", _char_column(line, node.col_offset)):
+            return False
+        return not node.elts or _position(node.elts[0]) > _position(node)
+
+    def elements(self, nodes: list[ast.expr]) -> list[cst.BaseElement]:
+        return [_make.StarredElement(self.expr(n.value, _EXPR)) if type(n) is ast.Starred
+                else _make.Element(self.expr(n, _TEST)) for n in nodes]
+
+    def tuple(self, node: ast.Tuple) -> cst.Tuple:
+        parens = _PAREN if not node.elts or self.parenthesized(node) else (_NONE, _NONE)
+        return _make.Tuple(elements=self.elements(node.elts), lpar=parens[0], rpar=parens[1])
+
+    def list(self, node: ast.List) -> cst.List:
+        return _make.List(elements=self.elements(node.elts))
+
+    def set(self, node: ast.Set) -> cst.Set:
+        return _make.Set(elements=self.elements(node.elts))
+
+    def dict(self, node: ast.Dict) -> cst.Dict:
+        return _make.Dict(elements=[
+            _make.StarredDictElement(self.expr(v, _BOR)) if k is None else _make.DictElement(self.expr(k), self.expr(v))
+            for k, v in zip(node.keys, node.values, strict=True)])
+
+    def comprehension(self, generators: list[ast.comprehension]) -> cst.CompFor:
+        built: cst.CompFor | None = None
+        for g in reversed(generators):
+            built = _make.CompFor(target=self.expr(g.target), iter=self.expr(g.iter, _OR),
+                                ifs=[_make.CompIf(self.expr(t, _OR)) for t in g.ifs], inner_for_in=built,
+                                asynchronous=_make.Asynchronous() if g.is_async else None)
+        assert built is not None
+        return built
+
+    def list_comp(self, node: ast.ListComp) -> cst.ListComp:
+        return _make.ListComp(elt=self.expr(node.elt), for_in=self.comprehension(node.generators))
+
+    def set_comp(self, node: ast.SetComp) -> cst.SetComp:
+        return _make.SetComp(elt=self.expr(node.elt), for_in=self.comprehension(node.generators))
+
+    def generator(self, node: ast.GeneratorExp) -> cst.GeneratorExp:
+        return _make.GeneratorExp(elt=self.expr(node.elt), for_in=self.comprehension(node.generators))
+
+    def dict_comp(self, node: ast.DictComp) -> cst.DictComp:
+        return _make.DictComp(key=self.expr(node.key), value=self.expr(node.value),
+                            for_in=self.comprehension(node.generators))
+
+    def lambda_(self, node: ast.Lambda) -> cst.Lambda:
+        return _make.Lambda(params=self.parameters(node.args, annotated=False), body=self.expr(node.body, _TEST))
+
+    def if_exp(self, node: ast.IfExp) -> cst.IfExp:
+        return _make.IfExp(test=self.expr(node.test, _OR), body=self.expr(node.body, _OR),
+                         orelse=self.expr(node.orelse, _TEST))
+
+    def named(self, node: ast.NamedExpr) -> cst.NamedExpr:
+        return _make.NamedExpr(target=self.expr(node.target), value=self.expr(node.value, _TUPLE))
+
+    def await_(self, node: ast.Await) -> cst.Await:
+        return _make.Await(expression=self.expr(node.value, _ATOM))
+
+    def yield_(self, node: ast.Yield) -> cst.Yield:
+        return _make.Yield(value=self.maybe(node.value))
+
+    def yield_from(self, node: ast.YieldFrom) -> cst.Yield:
+        return _make.Yield(value=_make.From(item=self.expr(node.value)))
+
+    def starred(self, node: ast.Starred) -> cst.BaseExpression:
+        raise Unsupported("starred expression outside a list, tuple, set or call")
+
+
+def _rank(node: ast.expr) -> int:
+    kind = type(node)
+    if kind is ast.BinOp:
+        return _BINARY[type(node.op)][1]  # type: ignore[attr-defined]
+    if kind is ast.UnaryOp:
+        return _UNARY[type(node.op)][1]  # type: ignore[attr-defined]
+    if kind is ast.BoolOp:
+        return _AND if type(node.op) is ast.And else _OR  # type: ignore[attr-defined]
+    return _RANKS.get(kind, _ATOM)
+
+
+_RANKS: dict[type, int] = {ast.Compare: _CMP, ast.IfExp: _TEST, ast.Lambda: _TEST, ast.NamedExpr: _NAMED,
+                           ast.Await: _AWAIT, ast.Yield: _YIELD, ast.YieldFrom: _YIELD, ast.Tuple: _TUPLE,
+                           ast.Starred: _EXPR}
+
+
+def _check_identifiers(source: str) -> None:
+    """CPython NFKC-normalises identifiers (fullwidth letters become ASCII ones, `e` and a combining
+    accent one letter), LibCST keeps what the source says: a file holding a character that may be in
+    an identifier and that NFKC changes or may combine (in code, a string or a comment: no matter)
+    goes to LibCST."""
+    if source.isascii():
+        return
+    for char in set(source):
+        if (char > "\x7f" and ("a" + char).isidentifier()
+                and (unicodedata.combining(char) or unicodedata.normalize("NFKC", char) != char)):
+            raise Unsupported(f"{char!r} may be an identifier character NFKC changes")
+
+
+def _start(node: ast.stmt) -> int:
+    decorators = getattr(node, "decorator_list", None)
+    return min(node.lineno, *(d.lineno for d in decorators)) if decorators else node.lineno
+
+
+def _position(node: ast.expr | ast.keyword | ast.stmt) -> tuple[int, int]:
+    return node.lineno, node.col_offset
+
+
+def _dotted_name(text: str) -> cst.Name | cst.Attribute:
+    parts = text.split(".")
+    built: cst.Name | cst.Attribute = _make.Name(parts[0])
+    for part in parts[1:]:
+        built = _make.Attribute(value=built, attr=_make.Name(part))
+    return built
+
+
+def _char_column(line: str, byte_offset: int) -> int:
+    return byte_offset if line.isascii() else len(line.encode("utf-8")[:byte_offset].decode("utf-8", "replace"))
+
+
+def _cut(line: str, start: int, end: int | None) -> str:
+    """`line[start:end]` in UTF-8 byte offsets, as CPython counts columns."""
+    if line.isascii():
+        return line[start:end]
+    return line.encode("utf-8")[start:end].decode("utf-8")
+
+
+_PREFIX = re.compile(r"[A-Za-z]*")
+
+
+def _one_string(text: str) -> bool:
+    """Whether `text` is a single string literal (not `"a" "b"`, which CPython merges into one)."""
+    prefix = _PREFIX.match(text)
+    start = prefix.end() if prefix else 0
+    quote = text[start : start + 3] if text.startswith(('"""', "'''"), start) else text[start : start + 1]
+    if not quote or len(text) < start + 2 * len(quote):
+        return False
+    index = start + len(quote)
+    end = len(text) - len(quote)
+    while index < end:
+        char = text[index]
+        if char == "\\":
+            index += 2
+            continue
+        if text.startswith(quote, index):
+            return False  # the literal closes before the text ends
+        index += 1
+    return index == end and text.endswith(quote)
+
+
+# --- checking a built tree against LibCST's own -------------------------------------------------
+
+_TRIVIA_FIELDS = frozenset({
+    "lpar", "rpar", "comma", "semicolon", "header", "footer", "leading_lines", "lines_after_decorators",
+    "trailing_whitespace", "newline", "indent", "encoding", "default_indent", "default_newline",
+    "has_trailing_newline", "first_colon", "second_colon", "colon", "equal", "dot", "lbracket", "rbracket",
+    "lbrace", "rbrace", "whitespace_after_star", "whitespace_after_param", "whitespace_before_colon",
+})
+_TRIVIA_TYPES: tuple[type, ...] = (
+    cst.BaseParenthesizableWhitespace, cst.TrailingWhitespace, cst.EmptyLine, cst.Newline, cst.Comment,
+    cst.LeftParen, cst.RightParen, cst.LeftSquareBracket, cst.RightSquareBracket, cst.LeftCurlyBrace,
+    cst.RightCurlyBrace, cst.Comma, cst.Semicolon, cst.Colon, cst.AssignEqual, MaybeSentinel,
+)
+
+
+def first_difference(expected: cst.CSTNode, built: cst.CSTNode, where: str = "module") -> str | None:
+    """Where `built` differs from `expected` (LibCST's parse) other than in trivia, or None."""
+    for path, a, b in _pairs(expected, built, where):
+        if isinstance(a, list | tuple):  # sequences of different lengths
+            return f"{path}: {len(a)} items != {len(b)}"  # type: ignore[arg-type]
+        if type(a) is not type(b):
+            return f"{path}: {type(a).__name__} != {type(b).__name__}"
+        if not isinstance(a, cst.CSTNode) and not isinstance(a, list | tuple) and a != b:
+            return f"{path}: {a!r} != {b!r}"
+    return None
+
+
+def _pairs(a: object, b: object, path: str) -> Iterator[tuple[str, object, object]]:
+    stack = [(path, a, b)]
+    while stack:
+        path, a, b = stack.pop()
+        if isinstance(a, _TRIVIA_TYPES) and (isinstance(b, _TRIVIA_TYPES) or b is None):
+            continue
+        if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+            if len(a) != len(b):
+                yield path, a, b
+                continue
+            stack.extend((f"{path}[{i}]", x, y) for i, (x, y) in enumerate(zip(a, b, strict=True)))
+            continue
+        yield path, a, b
+        if isinstance(a, cst.CSTNode) and type(a) is type(b):
+            for field in dataclasses.fields(a):
+                if field.name not in _TRIVIA_FIELDS and not field.name.startswith("whitespace"):
+                    stack.append((f"{path}.{field.name}", getattr(a, field.name), getattr(b, field.name)))
