@@ -184,7 +184,7 @@ def _check_all(targets: list[str], resolver: Resolver, force_exclude: bool, stdi
     items = [(path, explicit) for path, explicit in discover([p for p in targets if p != "-"], resolver.excluded_entry)
              if not (explicit and force_exclude and resolver.excluded_explicit(Path(path)))]
     # Settings are resolved here, once per directory; workers only get each file's rule codes.
-    codes = [tuple(resolver.enabled_codes(Path(path))) for path, _ in items]
+    codes = [tuple(resolver.enabled_codes_of_file(path)) for path, _ in items]
     progress = Progress(len(items))
     try:
         results = check_paths(items, [], verbose, jobs or default_jobs(), codes_per_file=codes, cache=cache,

@@ -254,17 +254,34 @@ class Resolver:
         return settings
 
     def enabled_codes(self, path: Path) -> list[str]:
-        settings = self.settings_for(path)
-        rules = self._layered.get(id(settings))  # once per configuration, not per file (warm runs feel it)
+        return self._enabled(self.settings_for(path), path)
+
+    def enabled_codes_of_file(self, path: str) -> list[str]:
+        """`enabled_codes` for a file path as discovery spells it: its directory's settings come from
+        the lookup `excluded_entry` already made (no `Path` per file: a warm run checks thousands)."""
+        settings = self._fixed
+        if settings is None:
+            directory = os.path.dirname(path) or os.curdir
+            settings = self._dir_settings.get(directory)
+            if settings is None:
+                settings = self._dir_settings[directory] = self._settings_for_dir(Path(directory).absolute())
+        return self._enabled(settings, path)
+
+    def _enabled(self, settings: Settings, path: Path | str) -> list[str]:
+        key = id(settings)
+        rules = self._layered.get(key)  # once per configuration, not per file (warm runs feel it)
         if rules is None:
             try:
                 rules = resolve_layers([settings.selection.layer(), self.overrides.selection.layer()])
             except SelectionError as exc:  # validated earlier; kept for safety
                 raise ConfigError(str(exc)) from None
-            self._layered[id(settings)] = rules
+            self._layered[key] = rules
         pfi = self.overrides.per_file_ignores if self.overrides.per_file_ignores is not None \
             else settings.per_file_ignores
-        ignored = [code for pattern, codes in pfi.items() if matches(pattern, path, settings.root) for code in codes]
+        if not pfi:
+            return [rule.code for rule in rules]
+        ignored = [code for pattern, codes in pfi.items() if matches(pattern, Path(path), settings.root)
+                   for code in codes]
         return [rule.code for rule in rules
                 if not any(sel == "ALL" or rule.code.startswith(sel) for sel in ignored)]
 
@@ -353,16 +370,18 @@ def _toml(value: object) -> str:
 
 
 def _config_in(directory: Path) -> Path | None:
-    candidate = directory / "gradlint.toml"
-    if candidate.is_file():
-        return candidate
-    candidate = directory / "pyproject.toml"
-    if candidate.is_file():
+    # os.path on strings: this runs once per directory of the tree, where `Path` costs more than the stat.
+    candidate = os.path.join(directory, "gradlint.toml")
+    if os.path.isfile(candidate):
+        return Path(candidate)
+    candidate = os.path.join(directory, "pyproject.toml")
+    if os.path.isfile(candidate):
         try:
-            text = candidate.read_text(encoding="utf-8", errors="replace")
+            with open(candidate, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
         except OSError:
             return None
         # A pyproject.toml without our table is someone else's: keep looking upwards (as ruff does).
         if re.search(r"^\s*\[\s*tool\s*\.\s*gradlint\s*[\].]", text, re.MULTILINE):
-            return candidate
+            return Path(candidate)
     return None

@@ -203,3 +203,31 @@ def test_show_settings(project: Path) -> None:
     assert '"tests/*" = ["GA001"]' in out
     code, out, _ = run("--show-settings", "--isolated", str(project / "train.py"))
     assert 'config-file = "none (--isolated)"' in out
+
+
+def test_codes_by_file_path_string_are_the_resolved_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The discovery-path lookup the CLI uses gives what `enabled_codes` gives: nested configurations,
+    per-file-ignores by name and by path, a directory without its own file, relative and absolute paths."""
+    from gradlint.config import Overrides, Resolver
+    from gradlint.files import discover
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.gradlint]\nignore = ["GA013"]\n[tool.gradlint.per-file-ignores]\n"eval_*.py" = ["GA001"]\n'
+        '"pkg/sub/*.py" = ["GA00"]\n', encoding="utf-8")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "gradlint.toml").write_text('select = ["GA002"]\n', encoding="utf-8")
+    for name in ("train.py", "eval_a.py", "pkg/sub/x.py", "pkg/y.py", "other/z.py", "other/eval_b.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    for target in (".", str(tmp_path)):
+        resolver = Resolver(Overrides())
+        paths = [p for p, _ in discover([target], resolver.excluded_entry)]
+        assert len(paths) == 6
+        by_string = {p: resolver.enabled_codes_of_file(p) for p in paths}
+        assert by_string == {p: Resolver(Overrides()).enabled_codes(Path(p)) for p in paths}
+        names = {Path(p).name: codes for p, codes in by_string.items()}
+        assert "GA001" not in names["eval_a.py"] and "GA001" in names["train.py"] and "GA013" not in names["train.py"]
+        assert not any(c.startswith("GA00") for c in names["x.py"]) and names["z.py"] == ["GA002"]
+    assert Resolver(Overrides()).enabled_codes_of_file("train.py") == (
+        Resolver(Overrides()).enabled_codes(Path("train.py")))
