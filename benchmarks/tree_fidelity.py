@@ -23,7 +23,7 @@ from pathlib import Path
 import libcst as cst
 
 from gradlint.files import discover
-from gradlint.relevance import blank_spans, relevant_source
+from gradlint.relevance import blank_spans, relevant_source, source_lines
 from gradlint.tree_from_ast import Unsupported, first_difference, module_from_ast
 from gradlint.trusted_parse import parse_accepted_module
 
@@ -53,9 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError, cst.ParserSyntaxError):
             continue  # not a file both parsers take
         compared += 1
+        spans = blank_spans(source, tree, source_lines(source)) if args.staged else []
         start = time.process_time()
         try:
-            built = module_from_ast(source, tree, blank_spans(source, tree) if args.staged else ())
+            built = module_from_ast(source, tree, spans)
         except Unsupported as exc:
             unsupported[str(exc).split(":")[0]] += 1
             continue

@@ -50,39 +50,43 @@ def relevant_source(source: str, tree: ast.Module | None = None) -> str:
             tree = ast.parse(source)
         except (SyntaxError, ValueError):
             return source
-    source_lines = _lines(source)
-    blank = blank_spans(source, tree, source_lines)
-    if not blank:
-        return source
-    lines = list(source_lines)
-    for start, end in blank:
-        first = lines[start - 1]
-        indent = first[: len(first) - len(first.lstrip(" \t\f"))]
-        lines[start - 1] = indent + "pass"
-        for row in range(start, end):
-            lines[row] = ""
-        # Joined into one logical line by backslashes: LibCST then reads the span as whitespace of
-        # the `pass` line, where empty lines would each become an `EmptyLine` node (27,000 of them
-        # cost 0.4 s in torch's common_methods_invocations.py). The last line only ends the statement.
-        for row in range(start - 1, end - 1):
-            lines[row] += (" \\" if row == start - 1 else "\\") + _ending(source_lines[row])
-        lines[end - 1] += _ending(source_lines[end - 1]) or "\n"  # a backslash cannot precede the end of file
-    return "".join(lines)
+    lines = source_lines(source)
+    return blanked(source, blank_spans(source, tree, lines), lines)
 
 
-def blank_spans(source: str, tree: ast.Module, source_lines: list[str] | None = None) -> list[tuple[int, int]]:
-    """The (first, last) lines of the statements `relevant_source` blanks; none below MIN_BYTES.
-    RecursionError and MemoryError go up: CPython could not build the tree (checker.check_source
-    reports the file as too deeply nested), and LibCST would crash on it."""
+def blank_spans(source: str, tree: ast.Module, lines: list[str]) -> list[tuple[int, int]]:
+    """The (first, last) lines of the statements no rule can depend on (`lines`: `source_lines`);
+    none below MIN_BYTES, nor when the walk nests too deep for Python (the file is kept whole)."""
     if len(source) < MIN_BYTES:
         return []
     try:
-        return list(_irrelevant_units(tree, source_lines if source_lines is not None else _lines(source)))
+        return list(_irrelevant_units(tree, lines))
     except RecursionError:
         return []
 
 
-def _lines(source: str) -> list[str]:
+def blanked(source: str, spans: list[tuple[int, int]], lines: list[str]) -> str:
+    """`source` with the `spans` emptied in place (the first line becomes `pass`)."""
+    if not spans:
+        return source
+    text = list(lines)
+    for start, end in spans:
+        first = text[start - 1]
+        indent = first[: len(first) - len(first.lstrip(" \t\f"))]
+        text[start - 1] = indent + "pass"
+        for row in range(start, end):
+            text[row] = ""
+        # Joined into one logical line by backslashes: LibCST then reads the span as whitespace of
+        # the `pass` line, where empty lines would each become an `EmptyLine` node (27,000 of them
+        # cost 0.4 s in torch's common_methods_invocations.py). The last line only ends the statement.
+        for row in range(start - 1, end - 1):
+            text[row] += (" \\" if row == start - 1 else "\\") + _ending(lines[row])
+        text[end - 1] += _ending(lines[end - 1]) or "\n"  # a backslash cannot precede the end of file
+    return "".join(text)
+
+
+def source_lines(source: str) -> list[str]:
+    """The lines of `source` with their ends, split where Python splits them (not str.splitlines)."""
     return [m.group() for m in _LINE.finditer(source)]
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 import libcst as cst
 from libcst import MaybeSentinel
 
+from gradlint.relevance import source_lines
 from gradlint.trusted_parse import validation_off
 
 
@@ -39,7 +40,6 @@ class Unsupported(Exception):
     """A construct this module does not build: parse the file with LibCST."""
 
 
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")  # Python's own line ends, as relevance.py splits them
 
 # Precedence, as ast.unparse ranks it: a child ranked below what its parent needs gets parentheses.
 _NAMED, _TUPLE, _YIELD, _TEST, _OR, _AND, _NOT, _CMP, _EXPR = range(1, 10)
@@ -99,18 +99,20 @@ _PAREN = ((cst.LeftParen(),), (cst.RightParen(),))
 _NONE: tuple[()] = ()
 
 
-def module_from_ast(source: str, tree: ast.Module, blank: Sequence[tuple[int, int]] = ()) -> cst.Module:
+def module_from_ast(source: str, tree: ast.Module, blank: Sequence[tuple[int, int]] = (),
+                    lines: list[str] | None = None) -> cst.Module:
     """The LibCST module of `source` (CPython's `tree` of it), with the statements that start a
     `blank` span (first and last line, as `relevance.blank_spans` gives them) read as one `pass`,
-    as LibCST parses `relevance.relevant_source`'s text. Raises Unsupported, or RecursionError."""
+    as LibCST parses `relevance.relevant_source`'s text (`lines`: `relevance.source_lines(source)`,
+    when the caller has them). Raises Unsupported, or RecursionError."""
     _check_identifiers(source)
     with validation_off():
-        return _Builder(source, blank).module(tree)
+        return _Builder(lines if lines is not None else source_lines(source), blank).module(tree)
 
 
 class _Builder:
-    def __init__(self, source: str, blank: Sequence[tuple[int, int]]) -> None:
-        self.lines = [m.group() for m in _LINE.finditer(source)]
+    def __init__(self, lines: list[str], blank: Sequence[tuple[int, int]]) -> None:
+        self.lines = lines
         self.blank = {start: end for start, end in blank}
         self.expr_builders: dict[type, Callable[[ast.expr], cst.BaseExpression]] = {
             ast.Name: self.name, ast.Attribute: self.attribute, ast.Call: self.call, ast.Constant: self.constant,
