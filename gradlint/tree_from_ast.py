@@ -328,7 +328,10 @@ class _Builder:
     # --- expressions ---------------------------------------------------------------------------
 
     def expr(self, node: ast.expr, needs: int = 0) -> cst.BaseExpression:
-        built = self.expr_builders[type(node)](node)
+        builder = self.expr_builders.get(type(node))
+        if builder is None:  # a kind newer than this module (3.14's template strings), or out of place
+            raise Unsupported(type(node).__name__)
+        built = builder(node)
         if needs and _rank(node) < needs and not built.lpar:
             return built.with_changes(lpar=_PAREN[0], rpar=_PAREN[1])
         return built

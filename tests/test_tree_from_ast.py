@@ -135,6 +135,15 @@ def test_unsupported_syntax_is_left_to_libcst(source: str) -> None:
         built(source)
 
 
+def test_an_expression_kind_not_built_here_is_left_to_libcst() -> None:
+    # A node kind this module has no builder for (as a newer Python's would be): FormattedValue outside an f-string.
+    value = ast.FormattedValue(value=ast.Name("x", ast.Load(), lineno=1, col_offset=0, end_lineno=1, end_col_offset=1),
+                               conversion=-1, format_spec=None, lineno=1, col_offset=0, end_lineno=1, end_col_offset=1)
+    tree = ast.Module(body=[ast.Expr(value, lineno=1, col_offset=0, end_lineno=1, end_col_offset=1)], type_ignores=[])
+    with pytest.raises(Unsupported, match="FormattedValue"):
+        module_from_ast("x\n", tree)
+
+
 def test_a_difference_is_reported_with_its_path() -> None:
     assert first_difference(cst.parse_module("f(a / b)\n"), built("f(a * b)\n")) == (
         "module.body[0].body[0].value.args[0].value.operator: Divide != Multiply")
