@@ -125,8 +125,7 @@ def _irrelevant_units(tree: ast.Module, source_lines: list[str]) -> Iterator[tup
         if owners.inner[id(unit)] & (needed | owners.with_facts):
             yield from _inert_runs(unit.body, keep, source_lines)
             continue
-        start = min([unit.lineno, *(d.lineno for d in unit.decorator_list)])
-        yield start, unit.end_lineno or unit.lineno
+        yield statement_start(unit), unit.end_lineno or unit.lineno
     if 0 not in needed:
         # Module-level code is walked only when it reaches a backward; otherwise only its facts
         # and the definitions inside it count (torch's 27k-line tables of test cases do not).
@@ -157,7 +156,7 @@ def _inert_runs(body: list[ast.stmt], keep: set[str], source_lines: list[str]) -
     previous_end = 0
     for index, statement in enumerate(body):
         following = body[index + 1].lineno if index + 1 < len(body) else None
-        own_lines = (statement.lineno > previous_end and _starts_line(statement, source_lines)
+        own_lines = (statement.lineno > previous_end and starts_line(statement, source_lines)
                      and (following is None or following > (statement.end_lineno or statement.lineno)))
         if own_lines and _inert(statement, keep):
             end = statement.end_lineno or statement.lineno
@@ -173,7 +172,14 @@ def _inert_runs(body: list[ast.stmt], keep: set[str], source_lines: list[str]) -
         yield run
 
 
-def _starts_line(statement: ast.stmt, source_lines: list[str]) -> bool:
+def statement_start(statement: ast.stmt) -> int:
+    """The first line of a statement, its decorators included (where a blanked span starts)."""
+    decorators = getattr(statement, "decorator_list", None)
+    return min(statement.lineno, *(d.lineno for d in decorators)) if decorators else statement.lineno
+
+
+def starts_line(statement: ast.stmt, source_lines: list[str]) -> bool:
+    """Whether only indentation comes before the statement on its first line."""
     line = source_lines[statement.lineno - 1]
     return len(line) - len(line.lstrip(" \t\f")) == statement.col_offset
 

@@ -32,13 +32,13 @@ from collections.abc import Callable, Iterator, Sequence
 import libcst as cst
 from libcst import MaybeSentinel
 
-from gradlint.relevance import source_lines
+from gradlint.model.traversal import TRIVIA
+from gradlint.relevance import source_lines, starts_line, statement_start
 from gradlint.trusted_parse import validation_off
 
 
 class Unsupported(Exception):
     """A construct this module does not build: parse the file with LibCST."""
-
 
 
 # Precedence, as ast.unparse ranks it: a child ranked below what its parent needs gets parentheses.
@@ -89,8 +89,7 @@ class _Makers:
 def _is_trivia(value: object) -> bool:
     if isinstance(value, list | tuple):
         return all(_is_trivia(v) for v in value)
-    return isinstance(value, (*_TRIVIA_TYPES, cst.Dot, cst.BaseBinaryOp, cst.BaseBooleanOp, cst.BaseCompOp,
-                              cst.BaseUnaryOp, cst.BaseAugOp))
+    return isinstance(value, TRIVIA)
 
 
 _make = _Makers()
@@ -148,9 +147,6 @@ class _Builder:
         return (_cut(self.lines[first], node.col_offset, None) + "".join(self.lines[first + 1 : last])
                 + _cut(self.lines[last], 0, end_col))
 
-    def starts_line(self, node: ast.stmt) -> bool:
-        return not self.lines[node.lineno - 1][: node.col_offset].strip()
-
     # --- statements ----------------------------------------------------------------------------
 
     def module(self, tree: ast.Module) -> cst.Module:
@@ -161,12 +157,12 @@ class _Builder:
         index, count = 0, len(body)
         while index < count:
             node = body[index]
-            start = _start(node)
+            start = statement_start(node)
             end = self.blank.get(start)
             if end is not None:  # a blanked span: one `pass` line for all of it
                 out.append(_make.SimpleStatementLine(body=[_make.Pass()]))
                 index += 1
-                while index < count and _start(body[index]) <= end:
+                while index < count and statement_start(body[index]) <= end:
                     index += 1
                 continue
             if isinstance(node, _COMPOUND):
@@ -190,7 +186,7 @@ class _Builder:
         return builder(node)
 
     def block(self, body: list[ast.stmt]) -> cst.BaseSuite:
-        if body and not self.starts_line(body[0]):  # `if x: y` on the header's line
+        if body and not starts_line(body[0], self.lines):  # `if x: y` on the header's line
             return _make.SimpleStatementSuite(body=[self.statement(s) for s in body])  # type: ignore[misc]
         return _make.IndentedBlock(body=self.statements(body))
 
@@ -199,15 +195,15 @@ class _Builder:
 
     def assign(self, node: ast.Assign) -> cst.Assign:
         return _make.Assign(targets=[_make.AssignTarget(target=self.expr(t)) for t in node.targets],
-                          value=self.expr(node.value))
+                            value=self.expr(node.value))
 
     def aug_assign(self, node: ast.AugAssign) -> cst.AugAssign:
         return _make.AugAssign(target=self.expr(node.target), operator=_shared(_AUGMENTED[type(node.op)]),
-                             value=self.expr(node.value))
+                               value=self.expr(node.value))
 
     def ann_assign(self, node: ast.AnnAssign) -> cst.AnnAssign:
         return _make.AnnAssign(target=self.expr(node.target), annotation=_make.Annotation(self.expr(node.annotation)),
-                             value=self.maybe(node.value))
+                               value=self.maybe(node.value))
 
     def return_(self, node: ast.Return) -> cst.Return:
         return _make.Return(value=self.maybe(node.value))
@@ -219,15 +215,15 @@ class _Builder:
         names: Sequence[cst.ImportAlias] | cst.ImportStar
         names = _make.ImportStar() if node.names[0].name == "*" else [self.alias(a) for a in node.names]
         return _make.ImportFrom(module=_dotted_name(node.module) if node.module else None, names=names,
-                              relative=[_make.Dot() for _ in range(node.level or 0)])
+                                relative=[_make.Dot() for _ in range(node.level or 0)])
 
     def alias(self, node: ast.alias) -> cst.ImportAlias:
         return _make.ImportAlias(name=_dotted_name(node.name),
-                               asname=_make.AsName(name=_make.Name(node.asname)) if node.asname else None)
+                                 asname=_make.AsName(name=_make.Name(node.asname)) if node.asname else None)
 
     def raise_(self, node: ast.Raise) -> cst.Raise:
         return _make.Raise(exc=self.maybe(node.exc),
-                         cause=_make.From(item=self.expr(node.cause)) if node.cause is not None else None)
+                           cause=_make.From(item=self.expr(node.cause)) if node.cause is not None else None)
 
     def assert_(self, node: ast.Assert) -> cst.Assert:
         return _make.Assert(test=self.expr(node.test), msg=self.maybe(node.msg))
@@ -236,7 +232,7 @@ class _Builder:
         if len(node.targets) == 1:
             return _make.Del(target=self.expr(node.targets[0]))
         return _make.Del(target=_make.Tuple(elements=[_make.Element(self.expr(t)) for t in node.targets], lpar=_NONE,
-                                        rpar=_NONE))
+                                            rpar=_NONE))
 
     def global_(self, node: ast.Global) -> cst.Global:
         return _make.Global(names=[_make.NameItem(_make.Name(n)) for n in node.names])
@@ -251,7 +247,7 @@ class _Builder:
         if not orelse:
             return None
         first = orelse[0]
-        if (len(orelse) == 1 and isinstance(first, ast.If) and _start(first) not in self.blank
+        if (len(orelse) == 1 and isinstance(first, ast.If) and statement_start(first) not in self.blank
                 and self.lines[first.lineno - 1].startswith("elif", first.col_offset)):
             return self.if_(first)
         return _make.Else(body=self.block(orelse))
@@ -261,26 +257,26 @@ class _Builder:
 
     def for_(self, node: ast.For | ast.AsyncFor) -> cst.For:
         return _make.For(target=self.expr(node.target), iter=self.expr(node.iter), body=self.block(node.body),
-                       orelse=self.orelse(node.orelse),
-                       asynchronous=_make.Asynchronous() if isinstance(node, ast.AsyncFor) else None)
+                         orelse=self.orelse(node.orelse),
+                         asynchronous=_make.Asynchronous() if isinstance(node, ast.AsyncFor) else None)
 
     def while_(self, node: ast.While) -> cst.While:
         return _make.While(test=self.expr(node.test), body=self.block(node.body), orelse=self.orelse(node.orelse))
 
     def with_(self, node: ast.With | ast.AsyncWith) -> cst.With:
         items = [_make.WithItem(item=self.expr(i.context_expr),
-                              asname=_make.AsName(name=self.expr(i.optional_vars)) if i.optional_vars else None)
+                                asname=_make.AsName(name=self.expr(i.optional_vars)) if i.optional_vars else None)
                  for i in node.items]
         return _make.With(items=items, body=self.block(node.body),
-                        asynchronous=_make.Asynchronous() if isinstance(node, ast.AsyncWith) else None)
+                          asynchronous=_make.Asynchronous() if isinstance(node, ast.AsyncWith) else None)
 
     def try_(self, node: ast.Try) -> cst.Try | cst.TryStar:
         star = type(node).__name__ == "TryStar"
-        handler = cst.ExceptStarHandler if star else cst.ExceptHandler
+        handler = _make.ExceptStarHandler if star else _make.ExceptHandler
         handlers = [handler(body=self.block(h.body), type=self.maybe(h.type),  # type: ignore[arg-type]
                             name=_make.AsName(name=_make.Name(h.name)) if h.name else None)
                     for h in node.handlers]
-        kind = cst.TryStar if star else cst.Try
+        kind = _make.TryStar if star else _make.Try
         return kind(body=self.block(node.body), handlers=handlers, orelse=self.orelse(node.orelse),  # type: ignore[arg-type]
                     finalbody=_make.Finally(body=self.block(node.finalbody)) if node.finalbody else None)
 
@@ -300,7 +296,7 @@ class _Builder:
         bases = [self.argument(b) for b in node.bases]
         keywords = [self.keyword(k) for k in node.keywords]
         return _make.ClassDef(name=_make.Name(node.name), body=self.block(node.body), bases=bases, keywords=keywords,
-                            decorators=[_make.Decorator(decorator=self.expr(d)) for d in node.decorator_list])
+                              decorators=[_make.Decorator(decorator=self.expr(d)) for d in node.decorator_list])
 
     def parameters(self, node: ast.arguments, annotated: bool = True) -> cst.Parameters:
         positional = [*node.posonlyargs, *node.args]
@@ -323,7 +319,7 @@ class _Builder:
     def param(self, node: ast.arg, default: ast.expr | None, star: str, annotated: bool) -> cst.Param:
         annotation = _make.Annotation(self.expr(node.annotation)) if annotated and node.annotation else None
         return _make.Param(name=_make.Name(node.arg), annotation=annotation, default=self.maybe(default),
-                         star=star)  # type: ignore[arg-type]
+                           star=star)  # type: ignore[arg-type]
 
     # --- expressions ---------------------------------------------------------------------------
 
@@ -357,8 +353,8 @@ class _Builder:
             args.extend(self.keyword(k) for k in node.keywords)
             if node.args and _position(node.keywords[0]) < _position(node.args[-1]):
                 # `f(a, k=1, *rest)`: LibCST keeps the source order, CPython separates the two kinds.
-                order = sorted(range(len(args)), key=lambda i: _position((node.args + node.keywords)[i]))  # type: ignore[operator]
-                args = [args[i] for i in order]
+                pairs = sorted(zip([*node.args, *node.keywords], args, strict=True), key=lambda p: _position(p[0]))
+                args = [arg for _, arg in pairs]
         return _make.Call(func=self.expr(node.func, _ATOM), args=args)
 
     def argument(self, node: ast.expr) -> cst.Arg:
@@ -401,7 +397,7 @@ class _Builder:
         # `**` groups to the right, and its right operand may be a unary one (`a ** -b`).
         left, right = (rank + 1, _FACTOR) if operator is cst.Power else (rank, rank + 1)
         return _make.BinaryOperation(left=self.expr(node.left, left), operator=_shared(operator),
-                                   right=self.expr(node.right, right))
+                                     right=self.expr(node.right, right))
 
     def unary(self, node: ast.UnaryOp) -> cst.UnaryOperation:
         operator, rank = _UNARY[type(node.op)]
@@ -431,7 +427,7 @@ class _Builder:
     def subscript_element(self, node: ast.expr) -> cst.SubscriptElement:
         if type(node) is ast.Slice:
             return _make.SubscriptElement(_make.Slice(lower=self.maybe(node.lower), upper=self.maybe(node.upper),
-                                                  step=self.maybe(node.step)))
+                                                      step=self.maybe(node.step)))
         if type(node) is ast.Starred:
             raise Unsupported("starred subscript")
         return _make.SubscriptElement(_make.Index(self.expr(node)))
@@ -467,8 +463,8 @@ class _Builder:
         built: cst.CompFor | None = None
         for g in reversed(generators):
             built = _make.CompFor(target=self.expr(g.target), iter=self.expr(g.iter, _OR),
-                                ifs=[_make.CompIf(self.expr(t, _OR)) for t in g.ifs], inner_for_in=built,
-                                asynchronous=_make.Asynchronous() if g.is_async else None)
+                                  ifs=[_make.CompIf(self.expr(t, _OR)) for t in g.ifs], inner_for_in=built,
+                                  asynchronous=_make.Asynchronous() if g.is_async else None)
         assert built is not None
         return built
 
@@ -483,14 +479,14 @@ class _Builder:
 
     def dict_comp(self, node: ast.DictComp) -> cst.DictComp:
         return _make.DictComp(key=self.expr(node.key), value=self.expr(node.value),
-                            for_in=self.comprehension(node.generators))
+                              for_in=self.comprehension(node.generators))
 
     def lambda_(self, node: ast.Lambda) -> cst.Lambda:
         return _make.Lambda(params=self.parameters(node.args, annotated=False), body=self.expr(node.body, _TEST))
 
     def if_exp(self, node: ast.IfExp) -> cst.IfExp:
         return _make.IfExp(test=self.expr(node.test, _OR), body=self.expr(node.body, _OR),
-                         orelse=self.expr(node.orelse, _TEST))
+                           orelse=self.expr(node.orelse, _TEST))
 
     def named(self, node: ast.NamedExpr) -> cst.NamedExpr:
         return _make.NamedExpr(target=self.expr(node.target), value=self.expr(node.value, _TUPLE))
@@ -535,11 +531,6 @@ def _check_identifiers(source: str) -> None:
         if (char > "\x7f" and ("a" + char).isidentifier()
                 and (unicodedata.combining(char) or unicodedata.normalize("NFKC", char) != char)):
             raise Unsupported(f"{char!r} may be an identifier character NFKC changes")
-
-
-def _start(node: ast.stmt) -> int:
-    decorators = getattr(node, "decorator_list", None)
-    return min(node.lineno, *(d.lineno for d in decorators)) if decorators else node.lineno
 
 
 def _position(node: ast.expr | ast.keyword | ast.stmt) -> tuple[int, int]:
@@ -594,8 +585,8 @@ _TRIVIA_FIELDS = frozenset({
     "lpar", "rpar", "comma", "semicolon", "header", "footer", "leading_lines", "lines_after_decorators",
     "trailing_whitespace", "newline", "indent", "encoding", "default_indent", "default_newline",
     "has_trailing_newline", "first_colon", "second_colon", "colon", "equal", "dot", "lbracket", "rbracket",
-    "lbrace", "rbrace", "whitespace_after_star", "whitespace_after_param", "whitespace_before_colon",
-})
+    "lbrace", "rbrace",
+})  # and every field named whitespace_*
 _TRIVIA_TYPES: tuple[type, ...] = (
     cst.BaseParenthesizableWhitespace, cst.TrailingWhitespace, cst.EmptyLine, cst.Newline, cst.Comment,
     cst.LeftParen, cst.RightParen, cst.LeftSquareBracket, cst.RightSquareBracket, cst.LeftCurlyBrace,
@@ -610,7 +601,7 @@ def first_difference(expected: cst.CSTNode, built: cst.CSTNode, where: str = "mo
             return f"{path}: {len(a)} items != {len(b)}"  # type: ignore[arg-type]
         if type(a) is not type(b):
             return f"{path}: {type(a).__name__} != {type(b).__name__}"
-        if not isinstance(a, cst.CSTNode) and not isinstance(a, list | tuple) and a != b:
+        if not isinstance(a, cst.CSTNode) and a != b:
             return f"{path}: {a!r} != {b!r}"
     return None
 

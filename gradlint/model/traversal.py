@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import libcst as cst
 
-_TRIVIA: tuple[type, ...] = (
+# Nodes no reader of the model looks at (tree_from_ast shares one instance of each per field).
+TRIVIA: tuple[type, ...] = (
     cst.BaseParenthesizableWhitespace, cst.TrailingWhitespace, cst.EmptyLine, cst.Newline, cst.Comment,
     cst.LeftParen, cst.RightParen, cst.LeftSquareBracket, cst.RightSquareBracket, cst.LeftCurlyBrace,
     cst.RightCurlyBrace, cst.Comma, cst.Semicolon, cst.Colon, cst.Dot, cst.AssignEqual,
@@ -93,7 +94,7 @@ def _significant(cls: type) -> bool:
     bases goes through `ABCMeta.__instancecheck__`, which would be the visit's main cost."""
     known = _significance.get(cls)
     if known is None:
-        known = _significance[cls] = issubclass(cls, cst.CSTNode) and not issubclass(cls, _TRIVIA)
+        known = _significance[cls] = issubclass(cls, cst.CSTNode) and not issubclass(cls, TRIVIA)
     return known
 
 
