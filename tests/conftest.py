@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 
+import libcst as cst
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -11,6 +13,20 @@ FIXTURES = ROOT / "fixtures"
 # Set GRADLINT_UPDATE_SNAPSHOTS=1 to rewrite the `.expected` files from the current output
 # (then review the diff: the `# expect:` markers in each fixture stay the ground truth).
 UPDATE_SNAPSHOTS = os.environ.get("GRADLINT_UPDATE_SNAPSHOTS") == "1"
+
+
+def every_node(root: cst.CSTNode) -> list[cst.CSTNode]:
+    """Every node under `root`, trivia included, read from the dataclass fields (no visitor)."""
+    found: list[cst.CSTNode] = []
+    stack: list[cst.CSTNode] = [root]
+    while stack:
+        node = stack.pop()
+        found.append(node)
+        for field in fields(node):
+            value = getattr(node, field.name)
+            stack.extend(c for c in (value if isinstance(value, list | tuple) else (value,))
+                         if isinstance(c, cst.CSTNode))
+    return found
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ when a file has findings (gradlint/checker.py), and every reported location and 
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 import libcst as cst
@@ -11,6 +10,8 @@ import pytest
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from gradlint.positions import positions_of
+
+from .conftest import every_node
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted((ROOT / "fixtures").rglob("*.py"))
@@ -29,23 +30,10 @@ ODD = {
 }
 
 
-def _every_node(module: cst.Module) -> list[cst.CSTNode]:
-    found: list[cst.CSTNode] = []
-    stack: list[cst.CSTNode] = [module]
-    while stack:
-        node = stack.pop()
-        found.append(node)
-        for field in fields(node):
-            value = getattr(node, field.name)
-            stack.extend(c for c in (value if isinstance(value, list | tuple) else (value,))
-                         if isinstance(c, cst.CSTNode))
-    return found
-
-
 def _assert_same(source: str) -> None:
     module = cst.parse_module(source)
     expected = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-    nodes = _every_node(module)
+    nodes = every_node(module)
     got = positions_of(module, nodes)
     assert len(got) == len(nodes)
     for node in nodes:
@@ -68,7 +56,7 @@ def test_one_node_alone_gets_the_same_range_as_among_all() -> None:
     source = SCRIPTS[0].read_text(encoding="utf-8")
     module = cst.parse_module(source)
     expected = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-    for node in _every_node(module)[:400]:
+    for node in every_node(module)[:400]:
         assert positions_of(module, [node]) == {node: expected[node]}
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from gradlint.model import traversal
 
+from .conftest import every_node
+
 ROOT = Path(__file__).resolve().parent.parent
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 # Fixtures for training-loop styles; stdlib files for the grammar's corners (async, match, decorators,
@@ -36,13 +38,68 @@ class _Log(cst.CSTVisitor):
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
-def test_same_order_as_libcst(path: Path) -> None:
+class _Hooked(cst.CSTVisitor):
+    """A visitor of the usual kind (hooks by name), which the fast visit dispatches by type."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.seen.append(("enter", id(node)))
+
+    def leave_Call(self, original_node: cst.Call) -> None:
+        self.seen.append(("leave", id(original_node)))
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.seen.append(("enter", id(node)))
+
+    def leave_IndentedBlock(self, original_node: cst.IndentedBlock) -> None:
+        self.seen.append(("leave", id(original_node)))
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.seen.append(("enter", id(node)))
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["unindexed", "indexed"])
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_same_order_as_libcst(path: Path, indexed: bool) -> None:
     module = cst.parse_module(path.read_text(encoding="utf-8"))
-    theirs, ours = _Log(), _Log()
-    module.visit(theirs)
-    traversal.visit(module, ours)
-    assert len(ours.seen) > 10
-    assert ours.seen == theirs.seen
+    if indexed:
+        traversal.index(module)
+    for theirs, ours in ((_Log(), _Log()), (_Hooked(), _Hooked())):
+        module.visit(theirs)
+        traversal.visit(module, ours)
+        assert len(ours.seen) > 10
+        assert ours.seen == theirs.seen
+
+
+@pytest.mark.parametrize("path", SAMPLES[:12], ids=lambda p: p.name)
+def test_subtrees_of_an_indexed_module_visit_as_alone(path: Path) -> None:
+    """A visit of any node of the indexed module (a function, a statement, an expression) meets
+    what LibCST's visit of that node alone meets, in the same order."""
+    module = cst.parse_module(path.read_text(encoding="utf-8"))
+    traversal.index(module)
+    subtrees = [n for n in every_node(module) if isinstance(n, cst.FunctionDef | cst.BaseStatement | cst.Call)]
+    assert len(subtrees) > 5
+    for node in subtrees:
+        theirs, ours = _Hooked(), _Hooked()
+        node.visit(theirs)
+        traversal.visit(node, ours)
+        assert ours.seen == theirs.seen
+
+
+def test_a_tree_that_is_not_indexed_is_still_visited_whole() -> None:
+    """Visits of another tree (a fix's new nodes, an earlier file's) while a module is indexed, and
+    after the index moved on to the next module."""
+    first = cst.parse_module("def f():\n    g(h())\n")
+    second = cst.parse_module("x = k(m())\n")
+    traversal.index(first)
+    for module in (second, first):  # `first` after `second` was indexed: no longer the index
+        theirs, ours = _Hooked(), _Hooked()
+        module.visit(theirs)
+        traversal.visit(module, ours)
+        assert ours.seen == theirs.seen and len(ours.seen) >= 6
+        traversal.index(second)
 
 
 def test_pruning_skips_children_but_still_leaves() -> None:
@@ -70,12 +127,63 @@ def test_deep_nesting_does_not_recurse() -> None:
     assert log.seen[0] == ("enter", id(module))
 
 
-def test_scope_collector_dispatches_every_hook_it_defines() -> None:
-    """`_ScopeCollector.on_visit` calls its `visit_*` hooks from a table: a hook added to the class
-    but not to the table would silently never run."""
-    from gradlint.model import scopes
+def test_pruned_and_hookless_nodes_keep_leaves_in_order() -> None:
+    """Leaves are due when the visit reaches a node with a hook past the subtree's end, also when
+    the nodes in between have no hook and a pruned subtree is jumped over."""
+    module = cst.parse_module("def f():\n    g(a, b)\n    def inner():\n        skipped()\n    h()\nk(c)\n")
+    log: list[str] = []
 
-    defined = {name for name in vars(scopes._ScopeCollector) if name.startswith(("visit_", "leave_"))}
-    assert defined == {f"visit_{kind.__name__}" for kind in scopes._HOOKS}
-    for kind, hook in scopes._HOOKS.items():
-        assert hook is getattr(scopes._ScopeCollector, f"visit_{kind.__name__}")
+    class Visitor(cst.CSTVisitor):
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            log.append(f"def {node.name.value}")
+            return node.name.value != "inner"
+
+        def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+            log.append(f"end {original_node.name.value}")
+
+        def leave_Call(self, original_node: cst.Call) -> None:
+            log.append(cst.Module([]).code_for_node(original_node.func))
+
+    expected = ["def f", "g", "def inner", "end inner", "h", "end f", "k"]
+    module.visit(Visitor())
+    assert log == expected
+    for indexed in (False, True):
+        if indexed:
+            traversal.index(module)
+        log.clear()
+        traversal.visit(module, Visitor())
+        assert log == expected
+
+
+@pytest.mark.parametrize("path", SAMPLES[:12], ids=lambda p: p.name)
+def test_scope_orders_follow_source_order(path: Path) -> None:
+    """A scope's `order` counts only the nodes its collector has a hook for; the calls it records
+    must still be numbered in LibCST's visiting order, nested functions' calls left out."""
+    from gradlint.model.scopes import build_scope
+
+    module = cst.parse_module(path.read_text(encoding="utf-8"))
+    traversal.index(module)
+    checked = 0
+    for function in [n for n in every_node(module) if isinstance(n, cst.FunctionDef)] + [module]:
+        scope = build_scope(function)
+        in_order = _own_calls(function)
+        assert sorted(in_order, key=lambda call: scope.call_order[id(call)]) == in_order
+        assert set(scope.call_order) == {id(c) for c in in_order}
+        checked += len(in_order)
+    assert checked > 3
+
+
+def _own_calls(root: cst.CSTNode) -> list[cst.Call]:
+    """The calls of `root` in LibCST's visiting order, not inside nested functions, classes, lambdas."""
+    found: list[cst.Call] = []
+
+    class Calls(cst.CSTVisitor):
+        def on_visit(self, node: cst.CSTNode) -> bool:
+            if node is not root and isinstance(node, cst.FunctionDef | cst.ClassDef | cst.Lambda):
+                return False
+            if isinstance(node, cst.Call):
+                found.append(node)
+            return True
+
+    root.visit(Calls())
+    return found

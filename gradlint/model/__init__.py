@@ -10,6 +10,7 @@ from functools import cache, cached_property
 
 import libcst as cst
 
+from gradlint.model import traversal
 from gradlint.model.events import EventSpec, Framework, Kind
 from gradlint.model.facts import ModuleFacts, Role, collect_facts
 from gradlint.model.gates import Phase
@@ -61,6 +62,7 @@ def _child_fields(kind: type) -> tuple[str, ...]:
 
 
 def build_model(module: cst.Module) -> ModuleModel:
+    traversal.index(module)
     facts = collect_facts(module)
     scopes = ScopeCache()
     walker = Walker(facts, scopes)

@@ -42,9 +42,6 @@ class Scope:
         return earlier or found  # a loop-carried value may be assigned later in the body
 
 
-_NEW_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
-
-
 class _ScopeCollector(cst.CSTVisitor):
     """Records assignments in one function body, without entering nested functions or classes."""
 
@@ -55,39 +52,53 @@ class _ScopeCollector(cst.CSTVisitor):
         self.loop_depth = 0
         self.no_grad_depth = 0
 
-    # Exact types, not isinstance: these node classes are final, and isinstance against LibCST's
-    # ABCMeta classes is the costliest call of this visit (it sees every node of every function).
-    def on_visit(self, node: cst.CSTNode) -> bool:
+    # `order` counts the nodes with a hook below, in source order: what it is compared against
+    # (assignments, calls, `= 0` and `+= 1` of the same scope) all have one, so counting every
+    # node would order them the same; the fast visit then passes the others over without a call.
+    def visit_For(self, node: cst.For) -> None:
         self.order += 1
-        kind = type(node)
-        if kind is cst.For or kind is cst.While:
-            self.loop_depth += 1
-        elif kind is cst.With and _is_no_grad(node):  # type: ignore[arg-type]
-            self.no_grad_depth += 1
-        elif kind is cst.Call:
-            self.scope.call_order[id(node)] = self.order
-            func = node.func  # type: ignore[attr-defined]
-            if self.no_grad_depth and type(func) is cst.Attribute and func.attr.value in ("append", "extend", "insert"):
-                container = func.value
-                filled = dotted(container.value if type(container) is cst.Subscript else container)
-                if filled:
-                    self.scope.no_grad_names.add(filled)
-        elif node is not self.root and kind in _NEW_SCOPES:
-            return False
-        else:
-            # The `visit_*` hooks below, found by type: LibCST's own `on_visit` builds a method name
-            # and looks it up on every node. (There are no `leave_*` hooks.)
-            hook = _HOOKS.get(kind)
-            if hook is not None:
-                hook(self, node)
-        return True
+        self.loop_depth += 1
 
-    def on_leave(self, original_node: cst.CSTNode) -> None:
-        kind = type(original_node)
-        if kind is cst.For or kind is cst.While:
-            self.loop_depth -= 1
-        elif kind is cst.With and _is_no_grad(original_node):  # type: ignore[arg-type]
+    def leave_For(self, original_node: cst.For) -> None:
+        self.loop_depth -= 1
+
+    def visit_While(self, node: cst.While) -> None:
+        self.order += 1
+        self.loop_depth += 1
+
+    def leave_While(self, original_node: cst.While) -> None:
+        self.loop_depth -= 1
+
+    def visit_With(self, node: cst.With) -> None:
+        self.order += 1
+        if _is_no_grad(node):
+            self.no_grad_depth += 1
+
+    def leave_With(self, original_node: cst.With) -> None:
+        if _is_no_grad(original_node):
             self.no_grad_depth -= 1
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.order += 1
+        self.scope.call_order[id(node)] = self.order
+        func = node.func
+        if self.no_grad_depth and type(func) is cst.Attribute and func.attr.value in ("append", "extend", "insert"):
+            container = func.value
+            filled = dotted(container.value if type(container) is cst.Subscript else container)
+            if filled:
+                self.scope.no_grad_names.add(filled)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        self.order += 1
+        return node is self.root
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        self.order += 1
+        return node is self.root
+
+    def visit_Lambda(self, node: cst.Lambda) -> bool:
+        self.order += 1
+        return False
 
     def _add(self, target: cst.BaseExpression, value: cst.BaseExpression,
              operator: cst.BaseAugOp | None = None, index: int | None = None) -> None:
@@ -119,36 +130,34 @@ class _ScopeCollector(cst.CSTVisitor):
             self.scope.incremented.setdefault(name, []).append(self.order)
 
     def visit_Assign(self, node: cst.Assign) -> None:
+        self.order += 1
         for target in node.targets:
             self._add(target.target, node.value)
 
     def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self.order += 1
         if node.value is not None:
             self._add(node.target, node.value)
 
     def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self.order += 1
         self._add(node.target, node.value, node.operator)
 
     def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self.order += 1
         self._add(node.target, node.value)
 
     def visit_WithItem(self, node: cst.WithItem) -> None:
+        self.order += 1
         if node.asname is not None:
             self._add(node.asname.name, node.item)
 
     def visit_Return(self, node: cst.Return) -> None:
+        self.order += 1
         if node.value is not None:
             self.scope.returns.append(node.value)
 
 
-_HOOKS = {
-    cst.Assign: _ScopeCollector.visit_Assign,
-    cst.AnnAssign: _ScopeCollector.visit_AnnAssign,
-    cst.AugAssign: _ScopeCollector.visit_AugAssign,
-    cst.NamedExpr: _ScopeCollector.visit_NamedExpr,
-    cst.WithItem: _ScopeCollector.visit_WithItem,
-    cst.Return: _ScopeCollector.visit_Return,
-}
 
 
 def _is_no_grad(node: cst.With) -> bool:

@@ -6,6 +6,11 @@ read, and never look at whitespace, brackets, commas or operators, so this visit
 fields directly, skips that trivia, and calls the same `on_visit` / `on_leave` hooks (and so the
 same `visit_Call` / `leave_Call` methods) of an ordinary `cst.CSTVisitor`, in the same order:
 source order, which `tests/test_traversal.py` checks against LibCST's own visit.
+
+The model visits the same nodes several times (the module for its facts, each function for its
+scope, each statement for its calls, and rules and fixes again), so `index(module)` lists the
+tree's nodes once, in that order, with where each subtree ends; a visit of the module or of any of
+its nodes then runs along that list, and calls nothing for a node its visitor has no hook for.
 """
 
 from __future__ import annotations
@@ -98,29 +103,121 @@ def _significant(cls: type) -> bool:
     return known
 
 
+class _Preorder:
+    """A tree's significant nodes in source order (the order of a visit's entries), with where
+    each one's subtree ends and, for an indexed tree, where each node is."""
+
+    __slots__ = ("at", "ends", "nodes")
+
+    def __init__(self, root: cst.CSTNode, locate: bool) -> None:
+        nodes: list[cst.CSTNode] = []
+        ends: list[int] = []
+        at: dict[int, int] = {}
+        # An explicit stack (deeply nested code must not hit the recursion limit here) of nodes to
+        # enter and, as ints, the positions of nodes whose subtrees are complete.
+        stack: list[cst.CSTNode | int] = [root]
+        while stack:
+            item = stack.pop()
+            if type(item) is int:
+                ends[item] = len(nodes)
+                continue
+            position = len(nodes)
+            if locate:
+                at[id(item)] = position
+            stack.append(position)
+            nodes.append(item)  # type: ignore[arg-type]
+            ends.append(0)
+            stack.extend(reversed(children(item)))  # type: ignore[arg-type]
+        self.nodes = nodes
+        self.ends = ends
+        self.at = at
+
+
+# The tree the model was last built on: its visits (a module's facts, every function's scope, every
+# statement's calls) read one shared preorder instead of each finding its children again.
+_indexed: _Preorder | None = None
+
+
+def index(module: cst.Module) -> None:
+    """Make later visits of `module` and its subtrees read one preorder of it (until the next call)."""
+    global _indexed
+    _indexed = None  # the previous tree's nodes are not kept alive while the new index is built
+    _indexed = _Preorder(module, locate=True)
+
+
+def _preorder_of(node: cst.CSTNode) -> tuple[_Preorder, int]:
+    found = _indexed
+    if found is not None:
+        position = found.at.get(id(node))
+        # An id is unique among live objects, and the index keeps its nodes alive.
+        if position is not None:
+            return found, position
+    return _Preorder(node, locate=False), 0
+
+
 def visit(node: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
     """Like `node.visit(visitor)` for a visitor that only reads (no attribute hooks, no trivia)."""
+    preorder, start = _preorder_of(node)
     cls = type(visitor)
     if cls.on_visit is not cst.CSTVisitor.on_visit or cls.on_leave is not cst.CSTVisitor.on_leave:
-        _visit(node, visitor.on_visit, visitor.on_leave)
-        return
-    # The usual visitor: its `visit_Call` / `leave_Call` looked up once per node type, not by an
-    # f-string and getattr per node (as `CSTVisitor.on_visit` does), and LibCST's empty stubs skipped.
-    table = _hooks.setdefault(cls, {})
+        _visit_every(preorder, start, visitor.on_visit, visitor.on_leave)
+    else:
+        _visit_hooked(preorder, start, visitor, _hooks.setdefault(cls, {}))
 
-    def enter(child: cst.CSTNode) -> bool:
-        hooks = table.get(type(child)) or _lookup(table, cls, type(child))
-        return hooks[0] is None or hooks[0](visitor, child) is not False
 
-    def leave(child: cst.CSTNode) -> None:
-        hooks = table.get(type(child)) or _lookup(table, cls, type(child))
-        if hooks[1] is not None:
-            hooks[1](visitor, child)
+def _visit_every(preorder: _Preorder, start: int, enter: Callable[[cst.CSTNode], bool],
+                 leave: Callable[[cst.CSTNode], None]) -> None:
+    nodes, ends = preorder.nodes, preorder.ends
+    pending: list[tuple[int, cst.CSTNode]] = []  # entered nodes, innermost last, with their subtree's end
+    position, stop = start, ends[start]
+    while position < stop:
+        while pending and pending[-1][0] <= position:
+            leave(pending.pop()[1])
+        node = nodes[position]
+        if enter(node) is False:
+            leave(node)
+            position = ends[position]
+        else:
+            pending.append((ends[position], node))
+            position += 1
+    while pending:
+        leave(pending.pop()[1])
 
-    _visit(node, enter, leave)
+
+def _visit_hooked(preorder: _Preorder, start: int, visitor: cst.CSTVisitor,
+                  table: dict[type, tuple[_Hook, _Hook]]) -> None:
+    """The usual visitor: its `visit_Call` / `leave_Call` looked up once per node type, not by an
+    f-string and getattr per node (as `CSTVisitor.on_visit` does), and a node with neither hook
+    (most are Names, Attributes, Args) passed over without a call."""
+    nodes, ends = preorder.nodes, preorder.ends
+    cls = type(visitor)
+    pending: list[tuple[int, cst.CSTNode, _Hook]] = []
+    position, stop = start, ends[start]
+    while position < stop:
+        node = nodes[position]
+        hooks = table.get(type(node)) or _lookup(table, cls, type(node))
+        if hooks is _NO_HOOKS:
+            position += 1
+            continue
+        while pending and pending[-1][0] <= position:  # leaves are due before the next hook runs
+            _, done, leave = pending.pop()
+            leave(visitor, done)  # type: ignore[misc]
+        enter, leave = hooks
+        if enter is not None and enter(visitor, node) is False:
+            if leave is not None:
+                leave(visitor, node)
+            position = ends[position]
+            continue
+        if leave is not None:
+            pending.append((ends[position], node, leave))
+        position += 1
+    while pending:
+        _, done, leave = pending.pop()
+        leave(visitor, done)  # type: ignore[misc]
 
 
 _Hook = Callable[[cst.CSTVisitor, cst.CSTNode], object] | None
+_NO_HOOKS: tuple[_Hook, _Hook] = (None, None)
 _hooks: dict[type, dict[type, tuple[_Hook, _Hook]]] = {}
 
 
@@ -130,20 +227,5 @@ def _lookup(table: dict[type, tuple[_Hook, _Hook]], cls: type, kind: type) -> tu
         name = prefix + kind.__name__
         hook = getattr(cls, name, None)
         found.append(None if hook is getattr(cst.CSTVisitor, name, None) else hook)
-    table[kind] = hooks = (found[0], found[1])
+    table[kind] = hooks = (found[0], found[1]) if found != [None, None] else _NO_HOOKS
     return hooks
-
-
-def _visit(node: cst.CSTNode, enter: Callable[[cst.CSTNode], bool], leave: Callable[[cst.CSTNode], None]) -> None:
-    # An explicit stack (deeply nested code must not hit the recursion limit here) of nodes to
-    # enter and, wrapped in a 1-tuple, nodes whose children are all done and which are left next.
-    stack: list[cst.CSTNode | tuple[cst.CSTNode]] = [node]
-    while stack:
-        item = stack.pop()
-        if type(item) is tuple:
-            leave(item[0])
-        elif enter(item) is False:
-            leave(item)
-        else:
-            stack.append((item,))
-            stack.extend(reversed(children(item)))
