@@ -534,3 +534,36 @@ def test_engine_accumulation_from_a_visible_config(config: str, k: float | None)
     """.replace("\n    cfg", "\n            cfg"))
     [backward] = loop.of_kind(Kind.BACKWARD)
     assert engine_accumulation(backward.spec.receiver, backward.frame) == k
+
+
+@pytest.mark.parametrize(
+    ("call", "kinds"),
+    [
+        ("loss.backward()", [Kind.BACKWARD]),
+        ("torch.autograd.backward(loss)", [Kind.BACKWARD]),
+        ("self.manual_backward(loss)", [Kind.BACKWARD]),
+        ("optimizer.step()", [Kind.STEP]),
+        ("optimizers[0].zero_grad()", [Kind.ZERO_GRAD]),
+        ("p.grad.zero_()", [Kind.ZERO_GRAD]),
+        ("torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)", [Kind.CLIP]),
+        ("clip_grad_value_(params, 1.0)", [Kind.CLIP]),
+        ("scaler.unscale_(optimizer)", [Kind.UNSCALE]),
+        ("scaler.update()", [Kind.SCALER_UPDATE]),
+        ("p.grad.div_(K)", [Kind.GRAD_RESCALE]),
+        ("trainer.optimizer.multiply_grads(1 / K)", [Kind.GRAD_RESCALE]),
+        ("loss_scaler(loss, optimizer, update_grad=(i + 1) % K == 0)", [Kind.BACKWARD, Kind.STEP]),
+        ("model(x)", []),
+        ("print(loss.item())", []),
+        ("x.register_backward_hook(f)", []),
+        ("make()(loss)", []),
+    ],
+)
+def test_classify_call_names_every_event_form(call: str, kinds: list[Kind]) -> None:
+    """The early return for calls that cannot be events (by their last name) keeps every form
+    that is one, whatever the receiver or the callee's shape."""
+    from gradlint.model.events import classify_call
+    from gradlint.model.facts import collect_facts
+
+    module = cst.parse_module(f"optimizer = torch.optim.AdamW(params)\nscaler = GradScaler()\n{call}\n")
+    node = module.body[-1].body[0].value  # type: ignore[attr-defined]
+    assert [spec.kind for spec in classify_call(node, collect_facts(module))] == kinds

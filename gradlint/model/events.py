@@ -8,7 +8,7 @@ from enum import Enum
 
 import libcst as cst
 
-from gradlint.model.facts import CLIP_NAMES, RESCALE_NAMES, ModuleFacts, Role
+from gradlint.model.facts import CLIP_NAMES, RESCALE_NAMES, ModuleFacts, Role, may_be_event_name
 from gradlint.model.syntax import (
     arg,
     callee,
@@ -77,6 +77,11 @@ def _grad_target(text: str | None) -> bool:
 
 def classify_call(call: cst.Call, facts: ModuleFacts) -> list[EventSpec]:
     """The gradient events a call performs (usually none, at most a few)."""
+    func = call.func
+    kind = type(func)
+    short = func.attr.value if kind is cst.Attribute else func.value if kind is cst.Name else ""  # type: ignore[attr-defined]
+    if not may_be_event_name(short) and keyword(call, "update_grad") is None:
+        return []  # most calls: decided before the names, receiver and label are built
     name = callee(call) or ""
     method = method_name(call)
     recv_node = receiver(call)

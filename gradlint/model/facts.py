@@ -156,6 +156,13 @@ CLIP_NAMES = frozenset({
 })
 RESCALE_NAMES = ("multiply_grads", "scale_grads", "rescale_grad", "div_grads", "normalize_grad")
 _EVENT_METHODS = BACKWARD_CALLS | {"step", "zero_grad", "zero_", "unscale_", "update", "div_", "mul_"}
+
+
+def may_be_event_name(name: str) -> bool:
+    """Whether a call whose method or function is named `name` can be a gradient event."""
+    return name in _EVENT_METHODS or name in CLIP_NAMES or any(r in name for r in RESCALE_NAMES)
+
+
 # Methods GA011 reads without a backward in them (Lightning's automatic optimisation).
 FACT_METHODS = frozenset({"training_step"})
 
@@ -198,7 +205,7 @@ class _FactsCollector(cst.CSTVisitor):
         func = node.func
         name = func.value if isinstance(func, cst.Name) else func.attr.value if isinstance(func, cst.Attribute) else ""
         owner = self._owners[-1]
-        if name in _EVENT_METHODS or name in CLIP_NAMES or any(r in name for r in RESCALE_NAMES):
+        if may_be_event_name(name):
             self._eventful.add(owner)
         if name in BACKWARD_CALLS or any(a.keyword is not None and a.keyword.value == "update_grad" for a in node.args):
             self._backward.add(owner)

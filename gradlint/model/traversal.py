@@ -72,25 +72,35 @@ def _may_hold_node(hint: object) -> bool:
 
 
 def children(node: cst.CSTNode) -> list[cst.CSTNode]:
-    """The node's non-trivia children, in source order. A list, built in one go: a generator per
-    node (suspended and resumed once per child) was the visit's main cost."""
+    """The node's non-trivia children, in source order."""
     found: list[cst.CSTNode] = []
-    significance = _significance
-    for name in _field_names(type(node)):
-        value = getattr(node, name)
-        kind = type(value)
-        if kind is tuple or kind is list:
-            for item in value:
-                known = significance.get(type(item))
-                if known or (known is None and _significant(type(item))):
-                    found.append(item)
-        else:
-            known = significance.get(kind)
-            if known or (known is None and _significant(kind)):
-                found.append(value)
+    _push_children(node, found.append)
+    found.reverse()
     return found
 
 
+def _push_children(node: cst.CSTNode, push: Callable[[cst.CSTNode], object]) -> None:
+    """Push the node's non-trivia children last to first: onto a stack, the first is popped first."""
+    kind = type(node)
+    names = _fields_backwards.get(kind)
+    if names is None:
+        names = _fields_backwards[kind] = _field_names(kind)[::-1]
+    significance = _significance
+    for name in names:
+        value = getattr(node, name)
+        value_kind = type(value)
+        if value_kind is tuple or value_kind is list:
+            for item in reversed(value):
+                known = significance.get(type(item))
+                if known or (known is None and _significant(type(item))):
+                    push(item)
+        else:
+            known = significance.get(value_kind)
+            if known or (known is None and _significant(value_kind)):
+                push(value)
+
+
+_fields_backwards: dict[type, tuple[str, ...]] = {}
 _significance: dict[type, bool] = {}
 
 
@@ -116,6 +126,7 @@ class _Preorder:
         # An explicit stack (deeply nested code must not hit the recursion limit here) of nodes to
         # enter and, as ints, the positions of nodes whose subtrees are complete.
         stack: list[cst.CSTNode | int] = [root]
+        push = stack.append
         while stack:
             item = stack.pop()
             if type(item) is int:
@@ -124,10 +135,10 @@ class _Preorder:
             position = len(nodes)
             if locate:
                 at[id(item)] = position
-            stack.append(position)
+            push(position)
             nodes.append(item)  # type: ignore[arg-type]
             ends.append(0)
-            stack.extend(reversed(children(item)))  # type: ignore[arg-type]
+            _push_children(item, push)  # type: ignore[arg-type]
         self.nodes = nodes
         self.ends = ends
         self.at = at
