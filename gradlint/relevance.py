@@ -198,8 +198,25 @@ def _blocks(statement: ast.stmt) -> Iterator[list[ast.stmt]]:
 def _inert(statement: ast.stmt, keep: set[str]) -> bool:
     if type(statement) is not ast.Expr or type(statement.value) is not ast.Call:
         return False
-    for node in ast.walk(statement.value):
+    stack: list[ast.AST] = [statement.value]
+    while stack:  # every node of the expression, in any order (`ast.walk` is a generator per node)
+        node = stack.pop()
         kind = type(node)
+        if kind is ast.Name:
+            if _meaningful(node.id, keep):  # type: ignore[attr-defined]
+                return False
+            continue
+        if kind is ast.Attribute:
+            attr = node.attr  # type: ignore[attr-defined]
+            if attr in WHOLE_FILE_ATTRIBUTES or _meaningful(attr, keep):
+                return False
+            stack.append(node.value)  # type: ignore[attr-defined]
+            continue
+        if kind is ast.Constant:
+            value = node.value  # type: ignore[attr-defined]
+            if isinstance(value, str) and _meaningful_text(value):
+                return False
+            continue
         if kind is ast.Call:
             func = node.func  # type: ignore[attr-defined]
             if type(func) is ast.Name and func.id not in _PRINTING:
@@ -208,19 +225,14 @@ def _inert(statement: ast.stmt, keep: set[str]) -> bool:
                 return False
             if any(k.arg is None or _meaningful(k.arg, keep) for k in node.keywords):  # type: ignore[attr-defined]
                 return False
-        elif kind is ast.Name:
-            if _meaningful(node.id, keep):  # type: ignore[attr-defined]
-                return False
-        elif kind is ast.Attribute:
-            attr = node.attr  # type: ignore[attr-defined]
-            if attr in WHOLE_FILE_ATTRIBUTES or _meaningful(attr, keep):
-                return False
-        elif kind is ast.Constant:
-            value = node.value  # type: ignore[attr-defined]
-            if isinstance(value, str) and _meaningful_text(value):
-                return False
         elif kind in _DISALLOWED:
             return False
+        for field in _child_fields(kind):
+            value = getattr(node, field, None)
+            if type(value) is list:
+                stack.extend(child for child in value if isinstance(child, ast.AST))
+            elif isinstance(value, ast.AST):
+                stack.append(value)
     return True
 
 
@@ -277,49 +289,70 @@ class _Owners:
 
     def visit(self, root: ast.AST) -> None:
         # An explicit stack, not `ast.NodeVisitor`: its per-node dispatch costs more than the parse.
+        # A function on it in a 1-tuple: its body is done. Names, attributes and constants (half of
+        # all nodes) are handled before the generic walk over fields.
         owners: list[int] = [0]
         open_defs: list[set[int]] = []
-        stack: list[tuple[ast.AST, bool]] = [(root, False)]
+        stack: list[ast.AST | tuple[ast.AST]] = [root]
+        push, pop = stack.append, stack.pop
+        whole_file_name = _whole_file_name
         while stack:
-            node, leaving = stack.pop()
-            if leaving:  # the end of a function
-                self.inner[id(node)] = open_defs.pop()
+            node = pop()
+            kind = type(node)
+            if kind is ast.Name:
+                if whole_file_name(node.id):  # type: ignore[union-attr]
+                    self._reads_whole_file(owners[-1])
+                continue
+            if kind is ast.Attribute:
+                attr = node.attr  # type: ignore[union-attr]
+                if attr in WHOLE_FILE_ATTRIBUTES or whole_file_name(attr):
+                    self._reads_whole_file(owners[-1])
+                push(node.value)  # type: ignore[union-attr]
+                continue
+            if kind is ast.Constant:
+                continue
+            if kind is tuple:  # the end of a function
+                self.inner[id(node[0])] = open_defs.pop()  # type: ignore[index]
                 owners.pop()
                 continue
-            kind = type(node)
             if kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
                 key = id(node)
-                self.defs.setdefault(node.name, set()).add(key)  # type: ignore[attr-defined]
+                self.defs.setdefault(node.name, set()).add(key)  # type: ignore[union-attr]
                 for group in open_defs:
                     group.add(key)
-                if node.name in FACT_METHODS:  # type: ignore[attr-defined]
+                if node.name in FACT_METHODS:  # type: ignore[union-attr]
                     self.with_facts.add(key)
                 owners.append(key)
                 open_defs.append({key})
                 self.marked = True
-                stack.append((node, True))
+                push((node,))  # type: ignore[arg-type]
             elif kind is ast.ClassDef:
                 self.marked = True
             elif kind is ast.Call:
                 self._call(node, owners[-1])  # type: ignore[arg-type]
-            elif (kind is ast.Attribute or kind is ast.Name) and _read_whole_file(node):  # type: ignore[arg-type]
-                self.with_facts.add(owners[-1])  # a gradient clear or a `prepare`: GA014/GA007 read it
-                self.marked = True
             elif kind is ast.Assign or kind is ast.AnnAssign:
-                targets = node.targets if kind is ast.Assign else [node.target]  # type: ignore[attr-defined]
+                targets = node.targets if kind is ast.Assign else [node.target]  # type: ignore[union-attr]
                 self._targets = [_last_part(_dotted(t)) for t in targets]
-                self._assignment(node.value, owners[-1])  # type: ignore[attr-defined]
+                self._assignment(node.value, owners[-1])  # type: ignore[union-attr]
             elif kind is ast.Import or kind is ast.ImportFrom:
-                modules = [a.name for a in node.names] if kind is ast.Import else [node.module or ""]  # type: ignore[attr-defined]
+                modules = [a.name for a in node.names] if kind is ast.Import else [node.module or ""]  # type: ignore[union-attr]
                 if _imports_deepspeed(modules):
                     self.with_facts.add(owners[-1])
                 self.marked = True  # kept: GA014 reads where an optimizer class was imported from
             for field in _child_fields(kind):
                 value = getattr(node, field, None)
                 if type(value) is list:
-                    stack.extend((child, False) for child in value if isinstance(child, ast.AST))
+                    for child in value:
+                        if isinstance(child, ast.AST):
+                            push(child)
                 elif isinstance(value, ast.AST):
-                    stack.append((value, False))
+                    push(value)
+
+    def _reads_whole_file(self, owner: int) -> None:
+        """A name that rules reading the whole file look for (`zero_grad`, `p.grad`, `prepare`,
+        `no_sync`): GA014/GA007 read it, so its function and statement stay."""
+        self.with_facts.add(owner)
+        self.marked = True
 
     def _call(self, node: ast.Call, owner: int) -> None:
         func = node.func
@@ -342,13 +375,6 @@ class _Owners:
             if records_fact(_dotted(value.func), summed):
                 self.with_facts.add(owner)
                 self.marked = True
-
-
-def _read_whole_file(node: ast.Attribute | ast.Name) -> bool:
-    """A name that rules reading the whole file look for (`zero_grad`, `p.grad`, `prepare`, `no_sync`)."""
-    if isinstance(node, ast.Name):
-        return _whole_file_name(node.id)
-    return node.attr in WHOLE_FILE_ATTRIBUTES or _whole_file_name(node.attr)
 
 
 @functools.cache

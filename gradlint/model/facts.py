@@ -158,9 +158,12 @@ RESCALE_NAMES = ("multiply_grads", "scale_grads", "rescale_grad", "div_grads", "
 _EVENT_METHODS = BACKWARD_CALLS | {"step", "zero_grad", "zero_", "unscale_", "update", "div_", "mul_"}
 
 
+_RESCALING = re.compile("|".join(map(re.escape, RESCALE_NAMES)))
+
+
 def may_be_event_name(name: str) -> bool:
     """Whether a call whose method or function is named `name` can be a gradient event."""
-    return name in _EVENT_METHODS or name in CLIP_NAMES or any(r in name for r in RESCALE_NAMES)
+    return name in _EVENT_METHODS or name in CLIP_NAMES or _RESCALING.search(name) is not None
 
 
 # Methods GA011 reads without a backward in them (Lightning's automatic optimisation).

@@ -14,12 +14,16 @@ def code(node: cst.CSTNode) -> str:
 
 def dotted(node: cst.CSTNode | None) -> str | None:
     """`a.b.c` for a Name/Attribute chain (also through `self`), else None."""
+    # Exact types: LibCST's node classes are final, and `isinstance` against them goes through
+    # ABCMeta.__instancecheck__ (this runs hundreds of thousands of times on a big script).
     parts: list[str] = []
-    while isinstance(node, cst.Attribute):
-        parts.append(node.attr.value)
-        node = node.value
-    if isinstance(node, cst.Name):
-        parts.append(node.value)
+    while type(node) is cst.Attribute:
+        parts.append(node.attr.value)  # type: ignore[union-attr]
+        node = node.value  # type: ignore[union-attr]
+    if type(node) is cst.Name:
+        if not parts:
+            return node.value  # type: ignore[union-attr]
+        parts.append(node.value)  # type: ignore[union-attr]
         return ".".join(reversed(parts))
     return None
 

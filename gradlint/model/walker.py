@@ -185,11 +185,11 @@ class Walker:
             current = replace(state, guards=state.guards + tuple(exits)) if exits else state
             self._preceding = (statements, index)
             self._statement(statement, current)
-            if isinstance(statement, cst.If) and statement.orelse is None and terminates(statement.body):
+            if type(statement) is cst.If and statement.orelse is None and terminates(statement.body):
                 exits.append(self._guard(statement.test, True, current, exit_kind=_exit_kind(statement.body)))
 
     def _statement(self, node: cst.CSTNode, state: _State) -> None:
-        if isinstance(node, cst.SimpleStatementLine):
+        if type(node) is cst.SimpleStatementLine:  # most statements: an exact type, no ABCMeta check
             for small in node.body:
                 self._small(small, state)
         elif isinstance(node, cst.If):
@@ -244,12 +244,13 @@ class Walker:
 
     def _small(self, node: cst.BaseSmallStatement, state: _State) -> None:
         self._calls(node, state)
-        if isinstance(node, cst.Assign) and isinstance(node.value, cst.Name) and node.value.value == "None":
+        kind = type(node)
+        if kind is cst.Assign and type(node.value) is cst.Name and node.value.value == "None":
             for target in node.targets:
                 text = dotted(target.target)
                 if text and text.endswith(".grad"):
                     self._emit(EventSpec(Kind.ZERO_GRAD, node, text, extra={"name": f"{text} = None"}), state)
-        elif isinstance(node, cst.AugAssign) and isinstance(node.operator, cst.DivideAssign | cst.MultiplyAssign):
+        elif kind is cst.AugAssign and isinstance(node.operator, cst.DivideAssign | cst.MultiplyAssign):
             text = dotted(node.target)
             if text and (text.endswith(".grad") or text.endswith(".grad.data")):
                 self._emit(EventSpec(Kind.GRAD_RESCALE, node, text, extra={"name": text}), state)
@@ -361,12 +362,16 @@ def iter_roots(module: cst.Module) -> Iterator[tuple[cst.FunctionDef | cst.Modul
                 stack.append((child, child))
 
 
+_COMPOUND = frozenset({cst.If, cst.For, cst.While, cst.With, cst.Try, cst.TryStar})
+
+
 def _compound_children(body: Sequence[cst.CSTNode]) -> Iterator[cst.CSTNode]:
     """Function and class definitions in a block, including under if/try/with/for."""
     for statement in body:
-        if isinstance(statement, cst.FunctionDef | cst.ClassDef):
+        kind = type(statement)
+        if kind is cst.FunctionDef or kind is cst.ClassDef:
             yield statement
-        elif isinstance(statement, cst.If | cst.For | cst.While | cst.With | cst.Try | cst.TryStar):
+        elif kind in _COMPOUND:
             yield from _compound_children(getattr(statement.body, "body", []))
             other = getattr(statement, "orelse", None)
             while other is not None:
