@@ -556,27 +556,19 @@ def _cut(line: str, start: int, end: int | None) -> str:
     return line.encode("utf-8")[start:end].decode("utf-8")
 
 
-_PREFIX = re.compile(r"[A-Za-z]*")
+# One string literal, whole: a prefix, then a body that never holds its unescaped closing quote
+# (each body "unrolled": runs of plain characters between escapes, which the engine takes at once).
+_ONE_STRING = re.compile(r"""[A-Za-z]*(?:
+      \"\"\"[^"\\]*(?:(?:\\.|"(?!""))[^"\\]*)*\"\"\"
+    | '''[^'\\]*(?:(?:\\.|'(?!''))[^'\\]*)*'''
+    | "[^"\\]*(?:\\.[^"\\]*)*"
+    | '[^'\\]*(?:\\.[^'\\]*)*'
+)""", re.VERBOSE | re.DOTALL)
 
 
 def _one_string(text: str) -> bool:
     """Whether `text` is a single string literal (not `"a" "b"`, which CPython merges into one)."""
-    prefix = _PREFIX.match(text)
-    start = prefix.end() if prefix else 0
-    quote = text[start : start + 3] if text.startswith(('"""', "'''"), start) else text[start : start + 1]
-    if not quote or len(text) < start + 2 * len(quote):
-        return False
-    index = start + len(quote)
-    end = len(text) - len(quote)
-    while index < end:
-        char = text[index]
-        if char == "\\":
-            index += 2
-            continue
-        if text.startswith(quote, index):
-            return False  # the literal closes before the text ends
-        index += 1
-    return index == end and text.endswith(quote)
+    return _ONE_STRING.fullmatch(text) is not None
 
 
 # --- checking a built tree against LibCST's own -------------------------------------------------

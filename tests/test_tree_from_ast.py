@@ -113,6 +113,9 @@ SNIPPETS = {
     "non-ascii text": "x = 'héllo'; y = f('ü', z='€')\nw = 'a' 'é' 'b'\n",
     "line continuation": "x = 1 + \\\n    2\nif a and \\\n   b: pass\n",
     "docstrings": '"""Module."""\ndef f():\n    """Doc."""\n    return 1\n',
+    # where one literal ends: escaped quotes, quotes inside triple quotes, empty literals, prefixes
+    "string ends": 'a = "x\\"y"\nb = """q "" r " s\\""""\nc = ""\nd = """"""\ne = \'\'""\nf = """a""" "b"\n'
+                   'g = rb"\\\\" B"x"\nh = \'\'\'it\'s\'\'\'\ni = "a\\\nb"\nj = U"u"\n',
     "empty": "",
     "no final newline": "x = 1",
 }
