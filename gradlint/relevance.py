@@ -19,7 +19,7 @@ from __future__ import annotations
 import ast
 import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from gradlint.model.facts import (
     BACKWARD_CALLS,
@@ -227,12 +227,7 @@ def _inert(statement: ast.stmt, keep: set[str]) -> bool:
                 return False
         elif kind in _DISALLOWED:
             return False
-        for field in _child_fields(kind):
-            value = getattr(node, field, None)
-            if type(value) is list:
-                stack.extend(child for child in value if isinstance(child, ast.AST))
-            elif isinstance(value, ast.AST):
-                stack.append(value)
+        _push_fields(node, kind, stack.append)
     return True
 
 
@@ -339,14 +334,7 @@ class _Owners:
                 if _imports_deepspeed(modules):
                     self.with_facts.add(owners[-1])
                 self.marked = True  # kept: GA014 reads where an optimizer class was imported from
-            for field in _child_fields(kind):
-                value = getattr(node, field, None)
-                if type(value) is list:
-                    for child in value:
-                        if isinstance(child, ast.AST):
-                            push(child)
-                elif isinstance(value, ast.AST):
-                    push(value)
+            _push_fields(node, kind, push)  # type: ignore[arg-type]
 
     def _reads_whole_file(self, owner: int) -> None:
         """A name that rules reading the whole file look for (`zero_grad`, `p.grad`, `prepare`,
@@ -381,6 +369,18 @@ class _Owners:
 def _whole_file_name(name: str) -> bool:
     # Memoised: a big file repeats a few thousand names hundreds of thousands of times.
     return bool(GRAD_CLEARING.fullmatch(name) or SYNC_CONTROL.fullmatch(name))
+
+
+def _push_fields(node: ast.AST, kind: type, push: Callable[[ast.AST], object]) -> None:
+    """Push the nodes held by `node`'s fields (of type `kind`)."""
+    for field in _child_fields(kind):
+        value = getattr(node, field, None)
+        if type(value) is list:
+            for child in value:
+                if isinstance(child, ast.AST):
+                    push(child)
+        elif isinstance(value, ast.AST):
+            push(value)
 
 
 @functools.cache

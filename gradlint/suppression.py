@@ -138,7 +138,7 @@ def _codes(found: Suppressions, row: int, match: re.Match[str], form: str) -> fr
     raw = match.group("codes")
     if raw is None:
         # `noqa:` followed by no code: ruff treats it as invalid rather than as a blanket noqa.
-        # A word there that is not ours (torch's `# noqa: set_linter`) is another tool's directive.
+        # A word there that is not ours (torch's `set_linter` after `noqa:`) is another tool's directive.
         following = match.string[match.end():].split(maxsplit=1)
         if following and not following[0].upper().startswith("GA"):
             return frozenset()

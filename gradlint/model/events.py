@@ -11,6 +11,7 @@ import libcst as cst
 from gradlint.model.facts import CLIP_NAMES, RESCALE_NAMES, ModuleFacts, Role, may_be_event_name
 from gradlint.model.syntax import (
     arg,
+    called_name,
     callee,
     code,
     dotted,
@@ -77,10 +78,7 @@ def _grad_target(text: str | None) -> bool:
 
 def classify_call(call: cst.Call, facts: ModuleFacts) -> list[EventSpec]:
     """The gradient events a call performs (usually none, at most a few)."""
-    func = call.func
-    kind = type(func)
-    short = func.attr.value if kind is cst.Attribute else func.value if kind is cst.Name else ""  # type: ignore[attr-defined]
-    if not may_be_event_name(short) and keyword(call, "update_grad") is None:
+    if not may_be_event_name(called_name(call)) and keyword(call, "update_grad") is None:
         return []  # most calls: decided before the names, receiver and label are built
     name = callee(call) or ""
     method = method_name(call)

@@ -14,7 +14,7 @@ from enum import Enum
 import libcst as cst
 
 from gradlint.model import traversal
-from gradlint.model.syntax import callee, dotted, keyword, last_part, string
+from gradlint.model.syntax import called_name, callee, dotted, keyword, last_part, string
 
 
 class Role(Enum):
@@ -206,7 +206,7 @@ class _FactsCollector(cst.CSTVisitor):
 
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
-        name = func.value if isinstance(func, cst.Name) else func.attr.value if isinstance(func, cst.Attribute) else ""
+        name = called_name(node)
         owner = self._owners[-1]
         if may_be_event_name(name):
             self._eventful.add(owner)

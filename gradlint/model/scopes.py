@@ -158,8 +158,6 @@ class _ScopeCollector(cst.CSTVisitor):
             self.scope.returns.append(node.value)
 
 
-
-
 def _is_no_grad(node: cst.With) -> bool:
     for item in node.items:
         call = item.item

@@ -37,6 +37,13 @@ def callee(call: cst.Call) -> str | None:
     return dotted(call.func)
 
 
+def called_name(call: cst.Call) -> str:
+    """The last name of what is called: `step` in `opt.step()`, `f` in `f()`; "" for `f()()`."""
+    func = call.func
+    kind = type(func)
+    return func.attr.value if kind is cst.Attribute else func.value if kind is cst.Name else ""  # type: ignore[attr-defined]
+
+
 def method_name(call: cst.Call) -> str | None:
     return call.func.attr.value if isinstance(call.func, cst.Attribute) else None
 
