@@ -147,6 +147,19 @@ def test_an_expression_kind_not_built_here_is_left_to_libcst() -> None:
         module_from_ast("x\n", tree)
 
 
+def test_an_f_string_is_parsed_once_per_text_and_never_shared_within_a_module() -> None:
+    """Another module's nodes for the same f-string are reused; a module that repeats one gets
+    nodes of its own for each (the model keys what it records on node ids)."""
+    def strings(module: cst.Module) -> list[cst.CSTNode]:
+        return [line.body[0].value for line in module.body]  # type: ignore[attr-defined]
+
+    first = strings(built("f'{loss.item():.3f} at {step}'\n"))
+    second = strings(built("f'{loss.item():.3f} at {step}'\nf'{loss.item():.3f} at {step}'\n"))
+    assert second[0] is first[0]
+    assert second[1] is not second[0]
+    assert first_difference(second[0], second[1]) is None
+
+
 def test_a_difference_is_reported_with_its_path() -> None:
     assert first_difference(cst.parse_module("f(a / b)\n"), built("f(a * b)\n")) == (
         "module.body[0].body[0].value.args[0].value.operator: Divide != Multiply")
