@@ -169,37 +169,13 @@ def _preorder_of(node: cst.CSTNode) -> tuple[_Preorder, int]:
 def visit(node: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
     """Like `node.visit(visitor)` for a visitor that only reads (no attribute hooks, no trivia)."""
     preorder, start = _preorder_of(node)
-    cls = type(visitor)
-    if cls.on_visit is not cst.CSTVisitor.on_visit or cls.on_leave is not cst.CSTVisitor.on_leave:
-        _visit_every(preorder, start, visitor.on_visit, visitor.on_leave)
-    else:
-        _visit_hooked(preorder, start, visitor, _hooks.setdefault(cls, {}))
-
-
-def _visit_every(preorder: _Preorder, start: int, enter: Callable[[cst.CSTNode], bool],
-                 leave: Callable[[cst.CSTNode], None]) -> None:
-    nodes, ends = preorder.nodes, preorder.ends
-    pending: list[tuple[int, cst.CSTNode]] = []  # entered nodes, innermost last, with their subtree's end
-    position, stop = start, ends[start]
-    while position < stop:
-        while pending and pending[-1][0] <= position:
-            leave(pending.pop()[1])
-        node = nodes[position]
-        if enter(node) is False:
-            leave(node)
-            position = ends[position]
-        else:
-            pending.append((ends[position], node))
-            position += 1
-    while pending:
-        leave(pending.pop()[1])
+    _visit_hooked(preorder, start, visitor, _hooks.setdefault(type(visitor), {}))
 
 
 def _visit_hooked(preorder: _Preorder, start: int, visitor: cst.CSTVisitor,
                   table: dict[type, tuple[_Hook, _Hook]]) -> None:
-    """The usual visitor: its `visit_Call` / `leave_Call` looked up once per node type, not by an
-    f-string and getattr per node (as `CSTVisitor.on_visit` does), and a node with neither hook
-    (most are Names, Attributes, Args) passed over without a call."""
+    """The hooks of each node type looked up once per visitor class (`_lookup`), and a node with
+    none (most are Names, Attributes, Args) passed over without a call."""
     nodes, ends = preorder.nodes, preorder.ends
     cls = type(visitor)
     pending: list[tuple[int, cst.CSTNode, _Hook]] = []
@@ -233,6 +209,12 @@ _hooks: dict[type, dict[type, tuple[_Hook, _Hook]]] = {}
 
 
 def _lookup(table: dict[type, tuple[_Hook, _Hook]], cls: type, kind: type) -> tuple[_Hook, _Hook]:
+    """A visitor's own `on_visit` / `on_leave` see every node. The usual visitor: its `visit_Call` /
+    `leave_Call`, found once per node type instead of by an f-string and getattr per node (as
+    `CSTVisitor.on_visit` does), LibCST's empty stubs left out."""
+    if cls.on_visit is not cst.CSTVisitor.on_visit or cls.on_leave is not cst.CSTVisitor.on_leave:
+        table[kind] = hooks = (cls.on_visit, cls.on_leave)  # type: ignore[attr-defined]
+        return hooks
     found = []
     for prefix in ("visit_", "leave_"):
         name = prefix + kind.__name__
