@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sysconfig
 from pathlib import Path
 
@@ -37,7 +38,6 @@ class _Log(cst.CSTVisitor):
             self.seen.append(("leave", id(original_node)))
 
 
-@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
 class _Hooked(cst.CSTVisitor):
     """A visitor of the usual kind (hooks by name), which the fast visit dispatches by type."""
 
@@ -71,6 +71,26 @@ def test_same_order_as_libcst(path: Path, indexed: bool) -> None:
         traversal.visit(module, ours)
         assert len(ours.seen) > 10
         assert ours.seen == theirs.seen
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["unindexed", "indexed"])
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_parents_are_those_of_the_dataclass_fields(path: Path, indexed: bool) -> None:
+    """Every significant node's parent as its fields hold it (trivia is never a parent: nothing
+    significant hangs under a comma or a bracket); no entry for the root or for trivia."""
+    module = cst.parse_module(path.read_text(encoding="utf-8"))
+    if indexed:
+        traversal.index(module)
+    expected = {id(child): node for node in every_node(module) for child in _children(node)
+                if traversal._significant(type(child))}
+    found = traversal.parents(module)
+    assert len(found) > 20
+    assert {k: id(v) for k, v in found.items()} == {k: id(v) for k, v in expected.items()}
+
+
+def _children(node: cst.CSTNode) -> list[cst.CSTNode]:
+    return [c for f in dataclasses.fields(node) for v in [getattr(node, f.name)]
+            for c in (v if isinstance(v, list | tuple) else (v,)) if isinstance(c, cst.CSTNode)]
 
 
 @pytest.mark.parametrize("path", SAMPLES[:12], ids=lambda p: p.name)

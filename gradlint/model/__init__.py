@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from functools import cache, cached_property
+from dataclasses import dataclass
+from functools import cached_property
 
 import libcst as cst
 
@@ -38,27 +38,13 @@ class ModuleModel:
 
     @cached_property
     def parents(self) -> dict[int, cst.CSTNode]:
-        """id(child) -> parent. Built on first use (by a fix), never for files without findings."""
-        found: dict[int, cst.CSTNode] = {}
-        stack: list[cst.CSTNode] = [self.module]
-        while stack:  # over dataclass fields: three times faster than `node.children` or a visitor
-            node = stack.pop()
-            for name in _child_fields(type(node)):
-                value = getattr(node, name)
-                for child in value if isinstance(value, list | tuple) else (value,):
-                    if isinstance(child, cst.CSTNode):
-                        found[id(child)] = node
-                        stack.append(child)
-        return found
+        """id(node) -> parent for the tree's significant nodes. Built on first use (by a fix), never
+        for files without findings."""
+        return traversal.parents(self.module)
 
     def provenance(self, loop: TrainingLoop, backward: Event) -> Provenance:
         order = backward.frame.scope.call_order.get(id(backward.node))
         return trace(backward.spec.value, backward.frame, order, self.facts, self.scopes, loop.k_literal, loop.k)
-
-
-@cache
-def _child_fields(kind: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(kind))
 
 
 def build_model(module: cst.Module) -> ModuleModel:

@@ -166,6 +166,21 @@ def _preorder_of(node: cst.CSTNode) -> tuple[_Preorder, int]:
     return _Preorder(node, locate=False), 0
 
 
+def parents(root: cst.CSTNode) -> dict[int, cst.CSTNode]:
+    """id(node) -> its parent, for every significant node under `root` (trivia has none listed):
+    read off the preorder, where a node's parent is the nearest earlier node whose subtree holds it."""
+    preorder, start = _preorder_of(root)
+    nodes, ends = preorder.nodes, preorder.ends
+    found: dict[int, cst.CSTNode] = {}
+    open_ancestors = [start]
+    for position in range(start + 1, ends[start]):
+        while ends[open_ancestors[-1]] <= position:
+            open_ancestors.pop()
+        found[id(nodes[position])] = nodes[open_ancestors[-1]]
+        open_ancestors.append(position)
+    return found
+
+
 def visit(node: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
     """Like `node.visit(visitor)` for a visitor that only reads (no attribute hooks, no trivia)."""
     preorder, start = _preorder_of(node)
