@@ -1,5 +1,6 @@
 """Do the speed-ups lose findings? Every `.py` file of the trees checked twice: whole (no text test,
-no structural stage, as `--fix` rounds check) and as a discovered file (every stage), all rules on.
+no tree built from CPython's, as `--fix` rounds check) and as a discovered file (every stage), all
+rules on.
 
     python benchmarks/staged_equivalence.py [TREE ...] [--jobs N]
 

@@ -1,10 +1,9 @@
 """Is the tree built from CPython's LibCST's own? Every `.py` file of the trees, both ways.
 
-    python benchmarks/tree_fidelity.py [TREE ...] [--staged]
+    python benchmarks/tree_fidelity.py [TREE ...]
 
 For each file CPython and LibCST both parse: LibCST's tree of the source against
-`tree_from_ast.module_from_ast` (with `--staged`: of `relevance.relevant_source`'s text against the
-tree built with the same spans blanked, as checker builds it). Prints the files compared, how many
+`tree_from_ast.module_from_ast`'s. Prints the files compared, how many
 are the same, left to LibCST (`Unsupported`, by reason) or different (each with the first place
 they differ; exit 1 if any), and the CPU time of LibCST's parse and of the build. Slow on purpose:
 it parses every file with LibCST. The default trees are those of benchmarks/lint_speed.py.
@@ -23,7 +22,6 @@ from pathlib import Path
 import libcst as cst
 
 from gradlint.files import discover
-from gradlint.relevance import blank_spans, relevant_source, source_lines
 from gradlint.tree_from_ast import Unsupported, first_difference, module_from_ast
 from gradlint.trusted_parse import parse_accepted_module
 
@@ -31,7 +29,6 @@ from gradlint.trusted_parse import parse_accepted_module
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trees", nargs="*", type=Path)
-    parser.add_argument("--staged", action="store_true", help="blank what the structural stage blanks")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from lint_speed import default_trees
@@ -48,15 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = Path(path).read_bytes().decode("utf-8")
             tree = ast.parse(source)
             start = time.process_time()
-            expected = parse_accepted_module(relevant_source(source, tree) if args.staged else source)
+            expected = parse_accepted_module(source)
             libcst_time += time.process_time() - start
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError, RecursionError, cst.ParserSyntaxError):
             continue  # not a file both parsers take
         compared += 1
-        spans = blank_spans(source, tree, source_lines(source)) if args.staged else []
         start = time.process_time()
         try:
-            built = module_from_ast(source, tree, spans)
+            built = module_from_ast(source, tree)
         except Unsupported as exc:
             unsupported[str(exc).split(":")[0]] += 1
             continue

@@ -29,7 +29,6 @@ from gradlint.pipeline import (
     suppress,
 )
 from gradlint.positions import positions_of
-from gradlint.relevance import blank_spans, blanked, source_lines
 from gradlint.rules import RULES_BY_CODE, Finding, Rule
 from gradlint.tree_from_ast import module_from_ast
 from gradlint.trusted_parse import parse_accepted_module
@@ -49,10 +48,11 @@ def make_rules(codes: Sequence[str]) -> list[Rule]:
 def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: bool = False,
                  prefilter: bool = False, stages: bool = False) -> FileResult:
     """`stages`: once CPython has accepted the syntax, skip LibCST for a file the text test says
-    cannot hold a training loop, and parse only the definitions the model can reach
-    (`relevance.py`): for files named on the command line (pre-commit passes each changed file),
-    whose syntax is always checked. `prefilter` (discovered files): the same, and a file the text
-    test rejects is not even compiled. Neither, as `--fix` rounds and tests do: the whole file."""
+    cannot hold a training loop, and clear a file on the tree built from CPython's
+    (`_nothing_found_on`): for files named on the command line (pre-commit passes each changed
+    file), whose syntax is always checked. `prefilter` (discovered files): the same, and a file
+    the text test rejects is not even compiled. Neither, as `--fix` rounds and tests do: LibCST's
+    parse of the whole file."""
     settled = settle(source, filename, prefilter, stages)
     if settled is not None:
         return settled
@@ -67,18 +67,12 @@ def _analyse(source: str, filename: str, rules: Sequence[Rule], may_stage: bool)
     except (RecursionError, MemoryError):
         result.error = FileError(filename, TOO_DEEP)
         return result
-    staged = may_stage and tree is not None
-    if staged:
-        lines = source_lines(source)
-        spans = blank_spans(source, tree, lines)  # type: ignore[arg-type]
-        if _nothing_found_on(source, tree, rules, spans, lines):  # type: ignore[arg-type]
-            suppress(result, source)
-            return result
+    if may_stage and tree is not None and _nothing_found_on(source, tree, rules):
+        suppress(result, source)
+        return result
     try:
-        if tree is None:  # CPython rejects it; LibCST may know newer syntax, or says what is wrong
-            module = cst.parse_module(source)
-        else:
-            module = parse_accepted_module(blanked(source, spans, lines) if staged else source)
+        # When CPython rejects the file, LibCST may know newer syntax, or says what is wrong.
+        module = cst.parse_module(source) if tree is None else parse_accepted_module(source)
     except (cst.ParserSyntaxError, cst.CSTValidationError) as exc:
         # LibCST's tokenizer admits some characters its node validation then rejects (a Name that
         # is not `str.isidentifier()`): that is invalid source too, not an internal error.
@@ -123,14 +117,13 @@ def _fewer_collections() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _nothing_found_on(source: str, tree: ast.Module, rules: Sequence[Rule], spans: list[tuple[int, int]],
-                      lines: list[str]) -> bool:
+def _nothing_found_on(source: str, tree: ast.Module, rules: Sequence[Rule]) -> bool:
     """Whether the rules find nothing in the LibCST tree built from CPython's (`tree_from_ast.py`),
     which costs a fifth of LibCST's parse. False when it cannot be built or anything is found: the
     file is then checked on LibCST's own parse, which every reported finding, position and fix
     comes from (and an error in the model is reported from there too)."""
     try:
-        model = build_model(module_from_ast(source, tree, spans, lines))
+        model = build_model(module_from_ast(source, tree))
         return not any(True for rule in rules for _ in rule.check(model))
     except Exception:  # Unsupported, RecursionError, or the model's own error: LibCST's path decides
         return False

@@ -165,8 +165,7 @@ def fix_results(results: list[FileResult], rules_for, unsafe: bool, write: bool)
         if not any(applicable(d, unsafe) for d in result.diagnostics):
             continue
         before = result.source
-        # Checked again in full: a file found in a directory was parsed with the definitions no rule
-        # reads blanked (relevance.py), and fixes are built and applied on the whole text.
+        # Checked again, as a whole file: fixes are built and applied round by round on its text.
         done = fix_source(before, result.filename, rules_for(result.filename), unsafe)
         if done.source == before:
             continue

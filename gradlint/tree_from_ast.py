@@ -33,7 +33,6 @@ import libcst as cst
 from libcst import MaybeSentinel
 
 from gradlint.model.traversal import TRIVIA
-from gradlint.relevance import source_lines, starts_line, statement_start
 from gradlint.trusted_parse import validation_off
 
 
@@ -98,21 +97,30 @@ _PAREN = ((cst.LeftParen(),), (cst.RightParen(),))
 _NONE: tuple[()] = ()
 
 
-def module_from_ast(source: str, tree: ast.Module, blank: Sequence[tuple[int, int]] = (),
-                    lines: list[str] | None = None) -> cst.Module:
-    """The LibCST module of `source` (CPython's `tree` of it), with the statements that start a
-    `blank` span (first and last line, as `relevance.blank_spans` gives them) read as one `pass`,
-    as LibCST parses `relevance.relevant_source`'s text (`lines`: `relevance.source_lines(source)`,
-    when the caller has them). Raises Unsupported, or RecursionError."""
+def module_from_ast(source: str, tree: ast.Module) -> cst.Module:
+    """The LibCST module of `source` (CPython's `tree` of it). Raises Unsupported, or RecursionError."""
     _check_identifiers(source)
     with validation_off():
-        return _Builder(lines if lines is not None else source_lines(source), blank).module(tree)
+        return _Builder(source_lines(source)).module(tree)
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")  # Python's own line ends, not str.splitlines'
+
+
+def source_lines(source: str) -> list[str]:
+    """The lines of `source` with their ends, split where Python splits them (not str.splitlines)."""
+    return [m.group() for m in _LINE.finditer(source)]
+
+
+def starts_line(statement: ast.stmt, lines: list[str]) -> bool:
+    """Whether only indentation comes before the statement on its first line."""
+    line = lines[statement.lineno - 1]
+    return len(line) - len(line.lstrip(" \t\f")) == statement.col_offset
 
 
 class _Builder:
-    def __init__(self, lines: list[str], blank: Sequence[tuple[int, int]]) -> None:
+    def __init__(self, lines: list[str]) -> None:
         self.lines = lines
-        self.blank = {start: end for start, end in blank}
         self.parsed_texts: set[str] = set()
         self.expr_builders: dict[type, Callable[[ast.expr], cst.BaseExpression]] = {
             ast.Name: self.name, ast.Attribute: self.attribute, ast.Call: self.call, ast.Constant: self.constant,
@@ -158,14 +166,6 @@ class _Builder:
         index, count = 0, len(body)
         while index < count:
             node = body[index]
-            start = statement_start(node)
-            end = self.blank.get(start)
-            if end is not None:  # a blanked span: one `pass` line for all of it
-                out.append(_make.SimpleStatementLine(body=[_make.Pass()]))
-                index += 1
-                while index < count and statement_start(body[index]) <= end:
-                    index += 1
-                continue
             if isinstance(node, _COMPOUND):
                 out.append(self.statement(node))  # type: ignore[arg-type]
                 index += 1
@@ -248,7 +248,7 @@ class _Builder:
         if not orelse:
             return None
         first = orelse[0]
-        if (len(orelse) == 1 and isinstance(first, ast.If) and statement_start(first) not in self.blank
+        if (len(orelse) == 1 and isinstance(first, ast.If)
                 and self.lines[first.lineno - 1].startswith("elif", first.col_offset)):
             return self.if_(first)
         return _make.Else(body=self.block(orelse))

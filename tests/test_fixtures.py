@@ -5,7 +5,7 @@
 - against its `.expected` snapshot beside it: the exact output (columns and messages).
 
 Both on the whole file; then as a discovered and as a named file, whose speed-ups (the text test,
-the structural stage) must find the same.
+the tree built from CPython's) must find the same.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from gradlint import relevance
 from gradlint.checker import check_path, check_source
 from gradlint.rules import ALL_RULES
 
@@ -53,7 +52,7 @@ def test_fixtures_exist() -> None:
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(FIXTURES)))
-def test_fixture(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fixture(path: Path) -> None:
     found, rendered = _render(path)
     expected = _expected_markers(path)
     if path.parent.name == "clean":
@@ -61,9 +60,8 @@ def test_fixture(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     else:
         assert any(code == path.parent.name for _, code in expected), "a bug fixture must expect its own rule"
     assert sorted(found) == sorted(expected)
-    # Found by directory search and as a named file too: the text test and the structural stage
-    # (forced on at any size) lose nothing here.
-    monkeypatch.setattr(relevance, "MIN_BYTES", 0)
+    # Found by directory search and as a named file too: the text test and the tree built from
+    # CPython's lose nothing here.
     for explicit in (False, True):
         staged = check_path(str(path), explicit, CODES)
         assert {(d.row, d.code) for d in staged.diagnostics} == found

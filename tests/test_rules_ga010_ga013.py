@@ -223,8 +223,8 @@ def train(loader, optimizer, K):
 """, ["GA012"]),
 ])
 def test_big_files_keep_what_the_new_rules_read(source: str, expected: list[str]) -> None:
-    """Files over the structural stage's threshold have unrelated definitions blanked: what GA011
-    and GA012 read outside the training loop must survive it (and a sync helper must silence GA012)."""
+    """Big files with many unrelated definitions, checked as discovered files: what GA011 and GA012
+    read outside the training loop counts (and a sync helper silences GA012)."""
     big = source + _PADDING
     rules = [RULES_BY_CODE[c]() for c in ("GA011", "GA012")]
     assert [d.code for d in check_source(big, "big.py", rules, prefilter=True).diagnostics] == expected

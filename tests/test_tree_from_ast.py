@@ -12,10 +12,8 @@ import libcst as cst
 import pytest
 
 import gradlint.checker as checker
-import gradlint.relevance as relevance
 from gradlint.checker import check_source
 from gradlint.model.syntax import code
-from gradlint.relevance import blank_spans, relevant_source, source_lines
 from gradlint.rules import ALL_RULES
 from gradlint.tree_from_ast import Unsupported, first_difference, module_from_ast
 
@@ -42,24 +40,13 @@ def assert_same(source: str) -> None:
     assert difference is None, difference
 
 
-def assert_same_staged(source: str) -> None:
-    """With the structural stage's spans: they read as LibCST reads relevant_source's text."""
-    tree = ast.parse(source)
-    spans = blank_spans(source, tree, source_lines(source))
-    difference = first_difference(cst.parse_module(relevant_source(source, tree)), module_from_ast(source, tree, spans))
-    assert difference is None, difference
-
-
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(FIXTURES)))
-def test_fixture_tree_is_libcsts(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = path.read_text(encoding="utf-8")
-    assert_same(source)
-    monkeypatch.setattr(relevance, "MIN_BYTES", 0)
-    assert_same_staged(source)
+def test_fixture_tree_is_libcsts(path: Path) -> None:
+    assert_same(path.read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("name", GRAMMAR_FILES)
-def test_standard_library_tree_is_libcsts(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_standard_library_tree_is_libcsts(name: str) -> None:
     path = STDLIB / name
     if not path.exists():
         pytest.skip(f"{name} is not in this Python's standard library")
@@ -72,8 +59,6 @@ def test_standard_library_tree_is_libcsts(name: str, monkeypatch: pytest.MonkeyP
         assert first_difference(expected, built(source)) is None
     except Unsupported:
         pytest.skip(f"{name} uses syntax built by LibCST only")
-    monkeypatch.setattr(relevance, "MIN_BYTES", 0)
-    assert_same_staged(source)
 
 
 SNIPPETS = {

@@ -137,16 +137,14 @@ def constructor_role(name: str) -> Role | None:
 
 
 # Names that clear gradients, or may: `zero_grad`, `clear_grads(model)`, `torch._foreach_zero_`.
-# Rules that need the whole file (GA014) look for them anywhere, so the structural stage keeps
-# every definition that mentions one, as it keeps those that call `prepare` (GA007).
+# GA014 looks for them anywhere in the file.
 GRAD_CLEARING = re.compile(r"(?i).*((zero|clear|reset|free)_?grads?|_foreach_zero_|set_to_none).*")
-WHOLE_FILE_ATTRIBUTES = frozenset({"grad", "prepare", "prepare_scheduler", "gradient_accumulation_steps"})
 # Names that control DDP/FSDP gradient sync: GA012 stays silent when any appears in the file.
 SYNC_CONTROL = re.compile(r".*(no_sync|require_backward_grad_sync|requires_gradient_sync|no_backward_sync).*")
 # The names of the calls that can be backward events (`events.classify_call`): `x.backward(...)` (a
 # tensor, an Accelerator, a DeepSpeed engine, Fabric, `torch.autograd.backward`) and Lightning's
 # `self.manual_backward(...)`. Not `max_pool2d_backward(...)`: torch calls hundreds of those, and a
-# function calling them holds no training loop. The walk roots here and in gradlint/relevance.py.
+# function calling them holds no training loop. The walk roots here.
 BACKWARD_CALLS = frozenset({"backward", "manual_backward"})
 # The names of every call `events.classify_call` may take for a gradient event (method names, last
 # parts of dotted names), for `ModuleFacts.may_emit`: a helper without any is not worth inlining.
@@ -166,13 +164,9 @@ def may_be_event_name(name: str) -> bool:
     return name in _EVENT_METHODS or name in CLIP_NAMES or _RESCALING.search(name) is not None
 
 
-# Methods GA011 reads without a backward in them (Lightning's automatic optimisation).
-FACT_METHODS = frozenset({"training_step"})
-
-
 def records_call_fact(name: str) -> bool:
     """Whether a call to `name` (anywhere, assigned or not) is one `_model_facts` keeps: a language
-    model built, a Lightning `Trainer`, a DDP/FSDP wrapper. Shared with gradlint/relevance.py."""
+    model built, a Lightning `Trainer`, a DDP/FSDP wrapper."""
     last = last_part(name)
     if last in ("from_pretrained", "from_config"):
         return bool(_TOKEN_MODEL.search(last_part(name.rsplit(".", 1)[0]) if "." in name else ""))
@@ -182,8 +176,7 @@ def records_call_fact(name: str) -> bool:
 
 def records_fact(name: str, summed: bool) -> bool:
     """Whether an assignment from a call to `name` (with `reduction="sum"` when `summed`) is one
-    `_FactsCollector._record` keeps. The structural stage (gradlint/relevance.py) keeps every
-    definition holding one, so the two must agree: both go through here."""
+    `_FactsCollector._record` keeps."""
     last = last_part(name)
     return (
         last in ("Accelerator", "initialize")
