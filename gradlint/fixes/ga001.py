@@ -63,7 +63,7 @@ def _clears_the_same(model: ModuleModel, loop: TrainingLoop, clear: Event, repor
 
 def _conditions(loop: TrainingLoop, event: Event) -> set[tuple[str, bool]]:
     """The non-periodic conditions an event runs under inside the loop."""
-    return {(code(g.expr), g.negated) for g in loop.inner_guards(event) if g.periodic is None}
+    return {g.key for g in loop.inner_guards(event) if g.periodic is None}
 
 
 def _at_loop(model: ModuleModel, loop: TrainingLoop, event: Event, text: str) -> str | None:

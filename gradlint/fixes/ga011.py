@@ -9,7 +9,7 @@ import libcst as cst
 from gradlint.fixes.edits import Applicability, EditKind, Fix, NodeEdit
 from gradlint.fixes.tree import removal
 from gradlint.model import ModuleModel, traversal
-from gradlint.model.syntax import code
+from gradlint.model.syntax import code, same_code
 
 
 def fix(model: ModuleModel, root: cst.CSTNode, divisor: cst.BaseExpression, in_helper: bool) -> Fix | None:
@@ -43,5 +43,5 @@ class _Division(cst.CSTVisitor):
             self.found = node  # `loss /= K`
         elif (isinstance(small, cst.Assign) and len(small.targets) == 1
               and isinstance(small.value, cst.BinaryOperation) and small.value.right is self.divisor
-              and code(small.value.left) == code(small.targets[0].target)):
+              and same_code(small.value.left, small.targets[0].target)):
             self.found = node  # `loss = loss / K`

@@ -12,7 +12,7 @@ from gradlint.model import traversal
 from gradlint.model.facts import ModuleFacts, target_names
 from gradlint.model.gates import Phase
 from gradlint.model.loops import TrainingLoop, loop_iterable
-from gradlint.model.syntax import code, dotted, last_part, number, positional
+from gradlint.model.syntax import canonical, dotted, last_part, number, positional
 from gradlint.model.walker import Guard
 
 
@@ -146,7 +146,7 @@ def frozen_counter(loop: TrainingLoop, facts: ModuleFacts) -> cst.AugAssign | No
     node = loop.loop.node
     if not isinstance(node, cst.For | cst.While) or _loop_target_start(loop, name) is not None:
         return None
-    writes = _Writes(name, code(gate.expr))
+    writes = _Writes(name, canonical(gate.expr))
     traversal.visit(node.body, writes)
     if writes.other or not writes.gated:
         return None
@@ -170,7 +170,7 @@ class _Writes(cst.CSTVisitor):
     def visit_If(self, node: cst.If) -> bool:
         # Walked by hand: only the taken branch of a test of the gate counts as under it.
         traversal.visit(node.test, self)
-        gate = code(node.test) == self.gate_text
+        gate = canonical(node.test) == self.gate_text
         self._under_gate += gate
         traversal.visit(node.body, self)
         self._under_gate -= gate
@@ -192,9 +192,9 @@ class _Writes(cst.CSTVisitor):
             return
         value = node.value
         by_flag = isinstance(value, cst.Call) and dotted(value.func) in ("int", "float") \
-            and len(value.args) == 1 and code(value.args[0].value) == self.gate_text
+            and len(value.args) == 1 and canonical(value.args[0].value) == self.gate_text
         if isinstance(node.operator, cst.AddAssign) and (self._under_gate or by_flag
-                                                          or code(value) == self.gate_text):
+                                                          or canonical(value) == self.gate_text):
             self.gated.append(node)
         else:
             self.other = True

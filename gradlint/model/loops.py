@@ -13,7 +13,7 @@ from gradlint.model.events import Framework, Kind
 from gradlint.model.facts import Role, constructor_role
 from gradlint.model.gates import Phase
 from gradlint.model.quantities import same_quantity
-from gradlint.model.syntax import code, dotted, last_part, number, positional
+from gradlint.model.syntax import canonical, code, dotted, last_part, number, positional
 from gradlint.model.walker import Event, Guard, LoopInfo, WalkResult
 
 
@@ -216,7 +216,7 @@ def loop_iterable(info: LoopInfo) -> cst.BaseExpression | None:
             # `tqdm(enumerate(loader)) if rank0 else enumerate(loader)`: both branches must agree
             branches = [value.body, value.orelse] if isinstance(value, cst.IfExp) else [value]
             calls = [b for b in branches if isinstance(b, cst.Call) and last_part(dotted(b.func)) in _ITER_WRAPPERS]
-            if len(calls) == len(branches) and len({code(_unwrap(c)) for c in calls}) == 1:
+            if len(calls) == len(branches) and len({canonical(_unwrap(c)) for c in calls}) == 1:
                 return calls[0]
     return node.iter
 

@@ -6,7 +6,7 @@ import re
 
 import libcst as cst
 
-from gradlint.model.syntax import code, dotted, last_part, method_name, number
+from gradlint.model.syntax import dotted, last_part, method_name, number, same_code
 
 # The accumulation count's many names (`grad_accum_steps`, `accum_iter`, `update_freq`, ...).
 _K_NAME = re.compile(
@@ -37,7 +37,7 @@ def same_quantity(a: cst.BaseExpression | None, b: cst.BaseExpression | None) ->
     left, right = number(a), number(b)
     if left is not None or right is not None:
         return left == right
-    if code(a) == code(b):
+    if same_code(a, b):
         return True
     da, db = dotted(a), dotted(b)
     return bool(da and db) and last_part(da) == last_part(db)

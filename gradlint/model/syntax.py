@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+
 import libcst as cst
 
 _EMPTY = cst.Module(body=[])
 
 
 def code(node: cst.CSTNode) -> str:
-    """Source text of a node, whitespace-normalised to one line."""
+    """Source text of a node, whitespace-normalised to one line (for messages)."""
     return " ".join(_EMPTY.code_for_node(node).split())
+
+
+def canonical(node: cst.CSTNode) -> str:
+    """The node's code as CPython reads it, for comparing two expressions: `(step+1) % k` and
+    `( step + 1 ) % k`, a call split over lines with a comment, `"a"` and `'a'` are one text. How a
+    file is laid out must not change a finding, and the tree built from CPython's (which has no
+    comments and its own whitespace) must compare as LibCST's parse of the file does."""
+    return _canonical_text(_EMPTY.code_for_node(node))
+
+
+@functools.lru_cache(maxsize=8192)
+def _canonical_text(text: str) -> str:
+    try:
+        return ast.unparse(ast.parse(f"(\n{text}\n)", mode="eval").body)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # not an expression on its own
+        return " ".join(text.split())
+
+
+def same_code(a: cst.CSTNode, b: cst.CSTNode) -> bool:
+    return canonical(a) == canonical(b)
 
 
 def dotted(node: cst.CSTNode | None) -> str | None:

@@ -13,7 +13,7 @@ from gradlint.model.events import EventSpec, Framework, Kind, classify_call
 from gradlint.model.facts import ModuleFacts
 from gradlint.model.gates import Periodicity, Resolver, periodicity
 from gradlint.model.scopes import Scope, ScopeCache
-from gradlint.model.syntax import dotted, method_name, positional, terminates
+from gradlint.model.syntax import canonical, dotted, method_name, positional, terminates
 
 MAX_INLINE_DEPTH = 4
 # Method names never worth inlining: they are torch/stdlib calls far more often than helpers.
@@ -65,6 +65,12 @@ class Guard:
     # torch.isfinite(loss): optimizer.zero_grad(); continue`), not what runs per micro-batch
     skip_branch: bool = False
     node: cst.CSTNode | None = field(default=None, compare=False)  # where to report the gate
+
+    @property
+    def key(self) -> tuple[str, bool]:
+        """The condition as text (`syntax.canonical`) and whether it is negated: equal for the same
+        test written twice (`if (i + 1) % k == 0:` before the clip and again before the step)."""
+        return canonical(self.expr), self.negated
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,11 @@ class Rule:
         return " ".join(section.split())
 
 
+def conditions(event: Event) -> set[tuple[str, bool]]:
+    """The conditions an event runs under on the normal path (no `except` handler), by `Guard.key`."""
+    return {g.key for g in event.guards if not g.exceptional}
+
+
 def show(event: Event) -> str:
     """`optimizer.zero_grad()`, for messages."""
     return f"`{event.spec.display}`"

@@ -19,7 +19,7 @@ from gradlint.model import (
 from gradlint.model.counters import frozen_counter, steps_on_first_micro_batch
 from gradlint.model.gates import Periodicity
 from gradlint.model.quantities import same_quantity
-from gradlint.model.syntax import code, dotted, last_part, positional
+from gradlint.model.syntax import code, dotted, last_part, positional, same_code
 from gradlint.model.walker import Guard
 from gradlint.rules.base import Finding, Rule
 
@@ -239,7 +239,7 @@ def _caps_at_whole_windows(guard: Guard, periodic: Periodicity) -> bool:
         left = values[0][0] if len(values) == 1 else left
     return (isinstance(operator, cst.GreaterThanEqual | cst.GreaterThan)
             and isinstance(left, cst.BinaryOperation) and isinstance(left.operator, cst.FloorDivide)
-            and periodic.counter is not None and code(left.left) == code(periodic.counter)
+            and periodic.counter is not None and same_code(left.left, periodic.counter)
             and same_quantity(left.right, periodic.modulus))
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from gradlint.fixes import ga005
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, When
 from gradlint.model.syntax import code
-from gradlint.rules.base import Finding, Rule, show, via
+from gradlint.rules.base import Finding, Rule, conditions, show, via
 
 
 class ClipWithoutUnscale(Rule):
@@ -97,32 +97,29 @@ class ClipWithoutUnscale(Rule):
 _AMP_WORDS = re.compile(r"(?i)amp|scaler|fp16|half|mixed|precision|autocast")
 
 
-def _conditions(event: Event) -> set[tuple[str, bool]]:
-    return {(code(g.expr), g.negated) for g in event.guards if not g.exceptional}
-
-
 def _exclusive(first: Event, second: Event) -> bool:
     """The two never run in the same iteration: one is under a condition the other is under the
     negation of (the two branches of `if use_amp: ... else: ...`)."""
-    theirs = _conditions(second)
-    return any((text, not negated) in theirs for text, negated in _conditions(first))
+    theirs = conditions(second)
+    return any((text, not negated) in theirs for text, negated in conditions(first))
 
 
 def _covers(unscale: Event, clip: Event, scaled: list[Event]) -> bool:
     """The unscale runs whenever the clip sees scaled gradients: every condition it runs under also
     guards the clip, or guards every scaled backward too (`if self.do_grad_scaling:` around both:
     whatever was scaled is unscaled), or is about mixed precision (trusted to agree with the scaler)."""
-    extra = _conditions(unscale) - _conditions(clip)
-    return all(_AMP_WORDS.search(text) or all((text, negated) in _conditions(b) for b in scaled)
+    extra = conditions(unscale) - conditions(clip)
+    return all(_AMP_WORDS.search(text) or all((text, negated) in conditions(b) for b in scaled)
                for text, negated in extra)
 
 
 def _reason(unscales: list[Event], clip: Event, scaler: str) -> str:
     earlier = [u for u in unscales if u.order < clip.order]
     if earlier:
-        missing = sorted(_conditions(earlier[0]) - _conditions(clip))
-        text, negated = missing[0]
-        return f"the `{scaler}.unscale_()` before it runs only when `{'not ' if negated else ''}{text}`"
+        missing = sorted(conditions(earlier[0]) - conditions(clip))[0]
+        guard = next(g for g in earlier[0].guards if not g.exceptional and g.key == missing)
+        condition = f"{'not ' if guard.negated else ''}{code(guard.expr)}"
+        return f"the `{scaler}.unscale_()` before it runs only when `{condition}`"
     if unscales:
         return f"`{scaler}.unscale_()` only runs after it"
     return f"no `{scaler}.unscale_()` runs before it"

@@ -7,8 +7,8 @@ import libcst as cst
 from gradlint.fixes.after_step import move_after
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, traversal
 from gradlint.model.grad_writes import writes_gradients
-from gradlint.model.syntax import code, dotted, keyword, last_part, positional
-from gradlint.rules.base import Finding, Rule, show, via
+from gradlint.model.syntax import dotted, keyword, last_part, positional
+from gradlint.rules.base import Finding, Rule, conditions, show, via
 
 
 class ZeroGradBeforeStep(Rule):
@@ -78,13 +78,13 @@ class ZeroGradBeforeStep(Rule):
                         continue
                     if any(clear.order < b.order < step.order for b in backwards):
                         continue  # a backward refills the gradients before the step
-                    if not _conditions(clear) <= _conditions(step):
+                    if not conditions(clear) <= conditions(step):
                         continue  # the clear does not run every time the step does
                     if writes_gradients(model, loop):
                         break  # gradients written by hand after the clear (PCGrad, GradCache)
                     # The clear then runs only with the step: unsafe when the step has conditions the
                     # clear does not (it used to clear when the step was skipped).
-                    fix = move_after(model, loop, clear, step, unsafe=_conditions(step) != _conditions(clear))
+                    fix = move_after(model, loop, clear, step, unsafe=conditions(step) != conditions(clear))
                     yield Finding(self.code, clear.node, _message(clear, step), fix)
                     break
 
@@ -106,10 +106,6 @@ def _plain_step(step: Event) -> bool:
 
 def _exceptional(event: Event) -> bool:
     return any(g.exceptional for g in event.guards)
-
-
-def _conditions(event: Event) -> set[tuple[str, bool]]:
-    return {(code(g.expr), g.negated) for g in event.guards if not g.exceptional}
 
 
 def _clears_for(model: ModuleModel, clear: Event, step: Event, optimizers: set[str | None]) -> bool:

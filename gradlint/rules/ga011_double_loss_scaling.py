@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import libcst as cst
@@ -184,12 +185,15 @@ def _fix(model: ModuleModel, event: Event, divisor: cst.BaseExpression):
     return local if local is not None else ga011.fix(model, model.module, divisor, True)
 
 
+_MANUAL_OPTIMISATION = re.compile(r"automatic_optimization\s*=\s*False\b")  # written with or without spaces
+
+
 def _manual_optimisation(cls: cst.ClassDef) -> bool:
     """True unless `cls` is a LightningModule under automatic optimisation."""
     if not any(last_part(dotted(b.value)) == "LightningModule" for b in cls.bases):
         return True
     text = code(cls)
-    return "automatic_optimization = False" in text or "manual_backward" in text
+    return _MANUAL_OPTIMISATION.search(text) is not None or "manual_backward" in text
 
 
 def _accelerator_call(model: ModuleModel, loop: TrainingLoop, scope, name: str | None) -> cst.Call | None:
