@@ -94,3 +94,15 @@ def test_the_layout_cases_are_findings_when_the_code_differs() -> None:
     assert [d.code for d in check_source(different_gate, "train.py", RULES).diagnostics] == ["GA005"]
     automatic = _LIGHTNING.replace("        self.net = nn.Linear(16, 1)\n", _MANUAL.format(" = True  # "))
     assert [d.code for d in check_source(automatic, "train.py", RULES).diagnostics] == ["GA011"]
+
+
+@pytest.mark.parametrize("mention", [
+    "        # self.automatic_optimization = False would need manual_backward\n",
+    '        """Not manual: no automatic_optimization = False, no manual_backward."""\n',
+])
+def test_a_comment_or_docstring_is_not_manual_optimisation(mention: str) -> None:
+    """Manual optimisation is an assignment or a call in the class, not words in its text (the built
+    tree has no comments: a comment must not decide)."""
+    source = _LIGHTNING.replace("        super().__init__()\n", "        super().__init__()\n" + mention)
+    for kind in ({}, {"prefilter": True}):
+        assert [d.code for d in check_source(source, "train.py", RULES, **kind).diagnostics] == ["GA011"]

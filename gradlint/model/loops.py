@@ -136,7 +136,7 @@ def _k_from_deepspeed_or_one(gate: Guard, gated: list[Event], prepared: set[str]
     values: list[cst.BaseExpression] = []
     for value, _ in gate.frame.resolve(name):
         values += [value.body, value.orelse] if isinstance(value, cst.IfExp) else [value]
-    from_config = ["deepspeed" in code(v).lower() for v in values]
+    from_config = ["deepspeed" in canonical(v).lower() for v in values]
     return any(from_config) and all(f or number(v) == 1 for v, f in zip(values, from_config, strict=True))
 
 

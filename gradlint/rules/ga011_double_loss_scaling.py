@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import libcst as cst
@@ -9,7 +8,7 @@ from gradlint.fixes import ga011
 from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling, TrainingLoop, traversal
 from gradlint.model.provenance import trace
 from gradlint.model.quantities import is_k_name, looks_like_k, same_quantity
-from gradlint.model.syntax import code, dotted, keyword, last_part, number
+from gradlint.model.syntax import called_name, code, dotted, keyword, last_part, number, string
 from gradlint.model.walker import Event, Frame
 from gradlint.rules.base import Finding, Rule, show, via
 
@@ -159,7 +158,7 @@ class DoubleLossScaling(Rule):
                 loss: cst.BaseExpression | None = value
                 if isinstance(value, cst.Dict):
                     loss = next((e.value for e in value.elements if isinstance(e, cst.DictElement)
-                                 and code(e.key) in ('"loss"', "'loss'")), None)
+                                 and string(e.key) == "loss"), None)
                 if loss is None:
                     continue
                 found = trace(loss, frame, None, model.facts, model.scopes, None)
@@ -185,15 +184,27 @@ def _fix(model: ModuleModel, event: Event, divisor: cst.BaseExpression):
     return local if local is not None else ga011.fix(model, model.module, divisor, True)
 
 
-_MANUAL_OPTIMISATION = re.compile(r"automatic_optimization\s*=\s*False\b")  # written with or without spaces
-
-
 def _manual_optimisation(cls: cst.ClassDef) -> bool:
-    """True unless `cls` is a LightningModule under automatic optimisation."""
+    """True unless `cls` is a LightningModule under automatic optimisation: it sets
+    `self.automatic_optimization = False` or calls `self.manual_backward(...)` somewhere."""
     if not any(last_part(dotted(b.value)) == "LightningModule" for b in cls.bases):
         return True
-    text = code(cls)
-    return _MANUAL_OPTIMISATION.search(text) is not None or "manual_backward" in text
+    found = _ManualOptimisation()
+    traversal.visit(cls, found)
+    return found.manual
+
+
+class _ManualOptimisation(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.manual = False
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.manual = self.manual or called_name(node) == "manual_backward"
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if (isinstance(node.value, cst.Name) and node.value.value == "False"
+                and any(last_part(dotted(t.target)) == "automatic_optimization" for t in node.targets)):
+            self.manual = True
 
 
 def _accelerator_call(model: ModuleModel, loop: TrainingLoop, scope, name: str | None) -> cst.Call | None:
