@@ -26,6 +26,7 @@ import ast
 import dataclasses
 import functools
 import re
+import types
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 
@@ -77,16 +78,55 @@ class _Makers:
     positions are computed on this tree."""
 
     def __getattr__(self, name: str) -> Callable[..., cst.CSTNode]:
-        kind = getattr(cst, name)
-        shared = {f.name: f.default_factory() for f in dataclasses.fields(kind)
-                  if f.default_factory is not dataclasses.MISSING and _is_trivia(f.default_factory())}
-        maker = functools.partial(kind, **shared) if shared else kind
+        maker = _constructor(getattr(cst, name))
         setattr(self, name, maker)
         return maker
 
 
+_FROM_FACTORY = object()
+
+
+def _constructor(kind: type[cst.CSTNode]) -> Callable[..., cst.CSTNode]:
+    """A function taking `kind`'s own arguments that fills a new node's slots directly. The
+    dataclass `__init__` sets each field through `object.__setattr__` and then calls
+    `__post_init__`, which only validates (and validation is off while a tree is built): a Call
+    costs 1.0 µs that way and 0.4 µs this way, and a candidate file builds hundreds of thousands."""
+    namespace: dict[str, object] = {"_new": object.__new__, "_kind": kind, "_FROM_FACTORY": _FROM_FACTORY}
+    params, body = [], ["    node = _new(_kind)"]
+    for index, f in enumerate(dataclasses.fields(kind)):
+        slot = getattr(kind, f.name, None)
+        if type(slot) is not types.MemberDescriptorType:  # not a plain slot: let the dataclass do it
+            return _through_init(kind)
+        namespace[f"_set{index}"] = slot.__set__
+        if f.default is not dataclasses.MISSING:
+            namespace[f"_default{index}"] = f.default
+            params.append(f"{f.name}=_default{index}")
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            if _is_trivia(value):  # one instance for every node
+                namespace[f"_default{index}"] = value
+                params.append(f"{f.name}=_default{index}")
+            else:  # a fresh one each time, as the dataclass makes it
+                namespace[f"_factory{index}"] = f.default_factory
+                params.append(f"{f.name}=_FROM_FACTORY")
+                body.append(f"    if {f.name} is _FROM_FACTORY: {f.name} = _factory{index}()")
+        else:
+            params.append(f.name)
+        body.append(f"    _set{index}(node, {f.name})")
+    source = f"def make_{kind.__name__}({', '.join(params)}):\n" + "\n".join(body) + "\n    return node\n"
+    exec(source, namespace)  # as dataclasses writes `__init__`: a signature known only at run time
+    return namespace[f"make_{kind.__name__}"]  # type: ignore[return-value]
+
+
+def _through_init(kind: type[cst.CSTNode]) -> Callable[..., cst.CSTNode]:
+    shared = {f.name: f.default_factory() for f in dataclasses.fields(kind)
+              if f.default_factory is not dataclasses.MISSING and _is_trivia(f.default_factory())}
+    return functools.partial(kind, **shared) if shared else kind
+
+
 def _is_trivia(value: object) -> bool:
-    if isinstance(value, list | tuple):
+    """A default that nodes may share: trivia, or a tuple of it (a list is mutable: never shared)."""
+    if isinstance(value, tuple):
         return all(_is_trivia(v) for v in value)
     return isinstance(value, TRIVIA)
 

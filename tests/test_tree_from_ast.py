@@ -4,6 +4,7 @@ checker uses it only to clear files (findings always come from LibCST's parse)."
 from __future__ import annotations
 
 import ast
+import dataclasses
 import sysconfig
 import textwrap
 from pathlib import Path
@@ -15,7 +16,7 @@ import gradlint.checker as checker
 from gradlint.checker import check_source
 from gradlint.model.syntax import code
 from gradlint.rules import ALL_RULES
-from gradlint.tree_from_ast import Unsupported, first_difference, module_from_ast
+from gradlint.tree_from_ast import Unsupported, _constructor, _make, first_difference, module_from_ast
 
 from .conftest import FIXTURES
 
@@ -223,3 +224,36 @@ def test_an_error_in_the_built_tree_falls_back_to_libcst(monkeypatch: pytest.Mon
     monkeypatch.setattr(checker, "module_from_ast", broken)
     result = check_source(source, "train.py", RULES, prefilter=True)
     assert (result.diagnostics, result.error) == ([], None)
+
+
+@pytest.mark.parametrize("kind", [cst.Name, cst.Call, cst.Arg, cst.Attribute, cst.SimpleStatementLine,
+                                  cst.IndentedBlock, cst.FunctionDef, cst.Module, cst.Subscript])
+def test_a_node_made_without_init_is_the_dataclasss(kind: type[cst.CSTNode]) -> None:
+    """`_make.X(...)` fills the slots directly: the same node as `cst.X(...)`, with every field set,
+    arguments taken by position or by name as `__init__` takes them."""
+    name = cst.Name("x")
+    block = cst.IndentedBlock(body=[cst.SimpleStatementLine(body=[cst.Pass()])])
+    required = {cst.Name: ("x",), cst.Call: (name,), cst.Arg: (name,), cst.Attribute: (name, cst.Name("y")),
+                cst.SimpleStatementLine: ([cst.Pass()],), cst.IndentedBlock: ([cst.SimpleStatementLine([cst.Pass()])],),
+                cst.FunctionDef: (cst.Name("f"), cst.Parameters(), block), cst.Module: ([],),
+                cst.Subscript: (name, [cst.SubscriptElement(cst.Index(cst.Integer("0")))])}[kind]
+    made = getattr(_make, kind.__name__)(*required)
+    expected = kind(*required)
+    assert type(made) is kind and made.deep_equals(expected)
+    assert all(getattr(made, f.name) is not None or getattr(expected, f.name) is None
+               for f in dataclasses.fields(kind))
+    empty = cst.Module(body=[])
+    assert empty.code_for_node(made) == empty.code_for_node(expected)
+
+
+def test_a_default_factory_that_is_not_trivia_makes_a_fresh_value_each_time() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Toy:
+        value: str
+        items: list[str] = dataclasses.field(default_factory=list)
+        flag: bool = False
+
+    make = _constructor(Toy)  # type: ignore[arg-type]
+    first, second = make("a"), make(value="b", flag=True)
+    assert (first.value, first.items, first.flag) == ("a", [], False)
+    assert (second.value, second.flag) == ("b", True) and first.items is not second.items
