@@ -5,14 +5,15 @@ a file needs analysis, so a warm run, or one over files without a training loop,
 from __future__ import annotations
 
 import ast
+import errno
 import io
+import os
 import re
 import stat
 import tokenize
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gradlint.diagnostics import Diagnostic, FileError, FileWarning
@@ -73,23 +74,30 @@ def decode(data: bytes, filename: str) -> tuple[str | None, FileError | None]:
     )
 
 
+# What `Path.exists()` takes for "not there": a dangling or looping symlink, a file under a file.
+_MISSING = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF})
+
+
 def read(path: str, explicit: bool = True) -> tuple[str | None, FileError | None]:
-    p = Path(path)
     try:
-        if not p.exists():
+        st = os.stat(path)  # one stat: every file of a tree is read through here
+    except OSError as exc:
+        if exc.errno in _MISSING:
             return None, FileError(path, "no such file or directory")
-        if p.is_dir():
-            return None, FileError(path, "is a directory")
-        st = p.stat()
-        if not explicit and not stat.S_ISREG(st.st_mode):
-            # A FIFO named `x.py` in a tree would block the read forever; one named on the command
-            # line (`gradlint <(cat train.py)`) is read, as the user asked.
-            return None, FileError(path, "not a regular file (a FIFO, socket or device)")
-        size = st.st_size
-        if size > MAX_BYTES:
-            return None, FileError(path, f"too large to check ({size / 2**20:.1f} MiB; the limit is "
-                                         f"{MAX_BYTES // 2**20} MiB)")
-        data = p.read_bytes()
+        return None, FileError(path, f"cannot read: {exc.strerror or exc}")
+    if stat.S_ISDIR(st.st_mode):
+        return None, FileError(path, "is a directory")
+    if not explicit and not stat.S_ISREG(st.st_mode):
+        # A FIFO named `x.py` in a tree would block the read forever; one named on the command
+        # line (`gradlint <(cat train.py)`) is read, as the user asked.
+        return None, FileError(path, "not a regular file (a FIFO, socket or device)")
+    size = st.st_size
+    if size > MAX_BYTES:
+        return None, FileError(path, f"too large to check ({size / 2**20:.1f} MiB; the limit is "
+                                     f"{MAX_BYTES // 2**20} MiB)")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
     except OSError as exc:
         return None, FileError(path, f"cannot read: {exc.strerror or exc}")
     if b"\x00" in data:
