@@ -228,7 +228,7 @@ class Resolver:
             self._fixed = load(path)
         elif isolated:
             self._fixed = Settings(path=None, root=Path.cwd().resolve())
-        self._by_dir: dict[Path, Settings] = {}
+        self._by_dir: dict[str, Settings] = {}
         self._layered: dict[int, list[RuleInfo]] = {}  # by id() of Settings kept alive in _by_dir/_fixed
         self._excluders: dict[int, ExcludeMatcher] = {}  # the same
         self._dir_settings: dict[str, Settings] = {}  # by directory as discovery spells it
@@ -236,18 +236,20 @@ class Resolver:
     def settings_for(self, path: Path) -> Settings:
         if self._fixed is not None:
             return self._fixed
-        directory = path.absolute().parent
-        return self._settings_for_dir(directory)
+        return self._settings_for_dir(str(path.absolute().parent))
 
-    def _settings_for_dir(self, directory: Path) -> Settings:
+    def _settings_for_dir(self, directory: str) -> Settings:
+        """`directory`: absolute, as `Path.absolute()` or `_absolute` spells it. Strings, not `Path`s:
+        this runs for every directory of a tree, and a warm run is mostly this."""
         cached = self._by_dir.get(directory)
         if cached is not None:
             return cached
         found = _config_in(directory)
+        parent = os.path.dirname(directory)
         if found is not None:
             settings = load(found)
-        elif directory.parent != directory:
-            settings = self._settings_for_dir(directory.parent)
+        elif parent != directory:
+            settings = self._settings_for_dir(parent)
         else:
             settings = Settings(path=None, root=Path.cwd().resolve())
         self._by_dir[directory] = settings
@@ -264,7 +266,7 @@ class Resolver:
             directory = os.path.dirname(path) or os.curdir
             settings = self._dir_settings.get(directory)
             if settings is None:
-                settings = self._dir_settings[directory] = self._settings_for_dir(Path(directory).absolute())
+                settings = self._dir_settings[directory] = self._settings_for_dir(_absolute(directory))
         return self._enabled(settings, path)
 
     def _enabled(self, settings: Settings, path: Path | str) -> list[str]:
@@ -303,7 +305,7 @@ class Resolver:
             where = os.path.join(directory, name) if is_dir else directory
             settings = self._dir_settings.get(where)
             if settings is None:
-                settings = self._dir_settings[where] = self._settings_for_dir(Path(where).absolute())
+                settings = self._dir_settings[where] = self._settings_for_dir(_absolute(where))
         return self._excluder(settings)(name, lambda: Path(directory, name))
 
     def _excluder(self, settings: Settings) -> ExcludeMatcher:
@@ -369,7 +371,16 @@ def _toml(value: object) -> str:
     return str(value)
 
 
-def _config_in(directory: Path) -> Path | None:
+def _absolute(path: str) -> str:
+    """`str(Path(path).absolute())` without the `Path` (joined to the working directory, `.` and
+    empty parts dropped, `..` kept, not resolved): it runs for every directory of a tree."""
+    joined = os.path.join(os.getcwd(), path)
+    if os.name != "posix" or joined.startswith("//"):  # drives, or POSIX's implementation-defined `//`
+        return str(Path(path).absolute())
+    return "/" + "/".join(part for part in joined.split("/") if part not in ("", "."))
+
+
+def _config_in(directory: str) -> Path | None:
     # os.path on strings: this runs once per directory of the tree, where `Path` costs more than the stat.
     candidate = os.path.join(directory, "gradlint.toml")
     if os.path.isfile(candidate):

@@ -18,15 +18,15 @@ DEFAULT_EXCLUDE = (".*", *sorted(SKIPPED_DIRS))
 EXTENSIONS = (".py", ".ipynb")
 
 
-def _skip_dir(path: Path) -> bool:
-    name = path.name
+def _skip_dir(directory: str, name: str) -> bool:
     if name.startswith(".") or name in SKIPPED_DIRS:
         return True
-    return _is_venv(path)
+    return _is_venv(directory, name)
 
 
-def _is_venv(path: Path) -> bool:
-    return (path / "pyvenv.cfg").exists()  # a virtual environment under any name
+def _is_venv(directory: str, name: str) -> bool:
+    # A virtual environment under any name. Strings, not `Path`s: this runs for every directory.
+    return os.path.exists(os.path.join(directory, name, "pyvenv.cfg"))
 
 
 def discover(paths: list[str], excluded: Callable[[str, str, bool], bool] | None = None) -> Iterator[tuple[str, bool]]:
@@ -53,10 +53,10 @@ def discover(paths: list[str], excluded: Callable[[str, str, bool], bool] | None
                 continue
             seen_dirs.add(key)
             if excluded is None:
-                dirnames[:] = sorted(d for d in dirnames if not _skip_dir(Path(dirpath) / d))
+                dirnames[:] = sorted(d for d in dirnames if not _skip_dir(dirpath, d))
             else:
                 dirnames[:] = sorted(d for d in dirnames
-                                     if not excluded(dirpath, d, True) and not _is_venv(Path(dirpath) / d))
+                                     if not excluded(dirpath, d, True) and not _is_venv(dirpath, d))
             found.extend(os.path.join(dirpath, f) for f in filenames if f.endswith(EXTENSIONS)
                          and (excluded is None or not excluded(dirpath, f, False)))
         for name in sorted(found):

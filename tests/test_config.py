@@ -231,3 +231,14 @@ def test_codes_by_file_path_string_are_the_resolved_ones(tmp_path: Path, monkeyp
         assert not any(c.startswith("GA00") for c in names["x.py"]) and names["z.py"] == ["GA002"]
     assert Resolver(Overrides()).enabled_codes_of_file("train.py") == (
         Resolver(Overrides()).enabled_codes(Path("train.py")))
+
+
+@pytest.mark.parametrize("path", [".", "./pkg", "pkg/./sub", "pkg//sub/", "pkg/../other", "..", "/", "/abs/dir/",
+                                  "rel"])
+def test_directories_are_spelt_as_pathlib_spells_them(path: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings are looked up per directory by string; the strings must be `Path.absolute()`'s."""
+    from gradlint.config import _absolute
+
+    monkeypatch.chdir(tmp_path)
+    assert _absolute(path) == str(Path(path).absolute())
