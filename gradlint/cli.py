@@ -23,13 +23,31 @@ from gradlint.selection import SelectionError, parse_selectors
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
+# Subcommands imported when named (or listed by --help): the probe's command line and its data model
+# are not needed by a check, and every warm run pays for what the command line imports.
+_LAZY_COMMANDS = {"probe": ("gradlint.probe.cli", "probe_command")}
+
+
 class _DefaultToCheck(click.Group):
     """`gradlint train.py` means `gradlint check train.py`, as users will type it."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+        if (args and args[0] not in self.commands and args[0] not in _LAZY_COMMANDS
+                and args[0] not in ("--help", "-h", "--version")):
             args = ["check", *args]
         return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in _LAZY_COMMANDS:
+            import importlib
+
+            module, attribute = _LAZY_COMMANDS[cmd_name]
+            # gradlint.probe.cli must not import torch at import time: the static path never does.
+            self.add_command(getattr(importlib.import_module(module), attribute), name=cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 @click.group(cls=_DefaultToCheck, context_settings={"help_option_names": ["-h", "--help"]})
@@ -258,13 +276,3 @@ def list_rules(output_format: str) -> None:
         return
     for r in catalog.RULES:
         click.echo(f"{r.code}  {r.name:<36} {r.summary}")
-
-
-def _register_probe() -> None:
-    # gradlint.probe.cli must not import torch at import time: the static path never does.
-    from gradlint.probe.cli import probe_command
-
-    main.add_command(probe_command, name="probe")
-
-
-_register_probe()

@@ -8,11 +8,10 @@ of the file that declares them.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,11 +23,6 @@ from gradlint.selection import SelectionError, parse_selectors, resolve_layers
 
 if TYPE_CHECKING:
     from gradlint.rules import Rule
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 CONFIG_FILES = ("gradlint.toml", "pyproject.toml")  # in this order, per directory, as ruff.toml beats pyproject
 KNOWN_KEYS = ("select", "ignore", "extend-select", "per-file-ignores", "exclude", "extend-exclude")
@@ -72,6 +66,11 @@ class Overrides:
 
 def load(path: Path) -> Settings:
     """Read one configuration file. Raises ConfigError naming the file and key."""
+    # Imported here: a tree without configuration files (and a warm run of one) never needs them.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -121,6 +120,8 @@ def _from_table(table: dict[str, Any], path: Path, where: str) -> Settings:
 
 
 def _hint(key: str) -> str:
+    import difflib  # only for a configuration error
+
     close = difflib.get_close_matches(key.replace("_", "-").lower(), KNOWN_KEYS, n=1)
     return f"; did you mean `{close[0]}`?" if close else ""
 
@@ -192,10 +193,12 @@ class ExcludeMatcher:
         self._paths = [p for p in cleaned if p and "/" in p]
         self._root = root
 
-    def __call__(self, name: str, path: Callable[[], Path]) -> bool:
+    def excludes(self, directory: str, name: str) -> bool:
+        """Whether the file or directory `name` in `directory` is excluded; the path is built only
+        when a pattern with a `/` needs it (this runs once per file of a tree)."""
         if self._names is not None and self._names.fullmatch(name) is not None:
             return True
-        return bool(self._paths) and any(matches(p, path(), self._root) for p in self._paths)
+        return bool(self._paths) and any(matches(p, Path(directory, name), self._root) for p in self._paths)
 
 
 def matches(pattern: str, path: Path, root: Path) -> bool:
@@ -232,6 +235,7 @@ class Resolver:
         self._layered: dict[int, list[RuleInfo]] = {}  # by id() of Settings kept alive in _by_dir/_fixed
         self._excluders: dict[int, ExcludeMatcher] = {}  # the same
         self._dir_settings: dict[str, Settings] = {}  # by directory as discovery spells it
+        self._dir_excluders: dict[str, ExcludeMatcher] = {}  # the same
 
     def settings_for(self, path: Path) -> Settings:
         if self._fixed is not None:
@@ -295,18 +299,21 @@ class Resolver:
 
     def excluded(self, path: Path) -> bool:
         settings = self.settings_for(path if not path.is_dir() else path / "_")
-        return self._excluder(settings)(path.name, lambda: path)
+        return self._excluder(settings).excludes(str(path.parent), path.name)
 
     def excluded_entry(self, directory: str, name: str, is_dir: bool) -> bool:
         """`excluded` for what discovery finds: a file or subdirectory `name` of `directory`. Runs
         once per file of the tree, so it works on strings until a pattern needs the whole path."""
-        settings = self._fixed
-        if settings is None:
-            where = os.path.join(directory, name) if is_dir else directory
-            settings = self._dir_settings.get(where)
+        where = os.path.join(directory, name) if is_dir else directory
+        excluder = self._dir_excluders.get(where)
+        if excluder is None:
+            settings = self._fixed
             if settings is None:
-                settings = self._dir_settings[where] = self._settings_for_dir(_absolute(where))
-        return self._excluder(settings)(name, lambda: Path(directory, name))
+                settings = self._dir_settings.get(where)
+                if settings is None:
+                    settings = self._dir_settings[where] = self._settings_for_dir(_absolute(where))
+            excluder = self._dir_excluders[where] = self._excluder(settings)
+        return excluder.excludes(directory, name)
 
     def _excluder(self, settings: Settings) -> ExcludeMatcher:
         found = self._excluders.get(id(settings))

@@ -11,7 +11,6 @@ import os
 import re
 import stat
 import tokenize
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -106,6 +105,8 @@ def read(path: str, explicit: bool = True) -> tuple[str | None, FileError | None
 
 
 def internal_error(filename: str, exc: BaseException) -> FileError:
+    import traceback  # only on a bug
+
     return FileError(
         filename,
         f"internal error while checking ({type(exc).__name__}: {exc}); this is a bug in gradlint: please report "

@@ -16,6 +16,7 @@ that leaves the finding it meant to silence unsuppressed.
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import tokenize
@@ -24,10 +25,16 @@ from dataclasses import dataclass, field
 
 from gradlint import catalog
 from gradlint.diagnostics import Diagnostic
-from gradlint.probe.model import RULE_NAMES as PROBE_CODES
 
-# Codes a suppression may name without a warning: the static rules and the probe's own codes.
-KNOWN_CODES = frozenset(catalog.BY_CODE) | frozenset(PROBE_CODES)
+
+@functools.cache
+def known_codes() -> frozenset[str]:
+    """Codes a suppression may name without a warning: the static rules and the probe's own codes.
+    Looked up when a comment is read, not at import: a warm run reads none and needs no probe module."""
+    from gradlint.probe.model import RULE_NAMES as PROBE_CODES
+
+    return frozenset(catalog.BY_CODE) | frozenset(PROBE_CODES)
+
 
 # `noqa` as a word, then optionally `: CODES`. Codes are ruff-shaped (letters then digits), separated by
 # commas and/or spaces. Anything after the codes (a reason, say) is prose.
@@ -146,10 +153,10 @@ def _codes(found: Suppressions, row: int, match: re.Match[str], form: str) -> fr
         return frozenset()
     codes = frozenset(c.upper() for c in _SPLIT.split(raw.strip()) if c)
     for code in sorted(codes):
-        if _OURS.fullmatch(code) and code not in KNOWN_CODES:
+        if _OURS.fullmatch(code) and code not in known_codes():
             found.warnings.append(SuppressionWarning(
-                row, f"unknown rule code `{code}` in `# {form}` (known: {', '.join(sorted(KNOWN_CODES))})"))
-    return frozenset(c for c in codes if c in KNOWN_CODES)
+                row, f"unknown rule code `{code}` in `# {form}` (known: {', '.join(sorted(known_codes()))})"))
+    return frozenset(c for c in codes if c in known_codes())
 
 
 def _record_statements(found: Suppressions, tokens: Sequence[tokenize.TokenInfo]) -> None:

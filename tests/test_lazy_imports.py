@@ -44,12 +44,12 @@ print(json.dumps({"exit": code, "loaded": [name for name in %r if name in sys.mo
 """
 
 
-def gradlint(*args: str, cwd: Path) -> tuple[int, str, list[str]]:
-    """(exit code, stdout, which of HEAVY were imported) of `gradlint ARGS` in a fresh interpreter."""
+def gradlint(*args: str, cwd: Path, watch: tuple[str, ...] = HEAVY) -> tuple[int, str, list[str]]:
+    """(exit code, stdout, which of `watch` were imported) of `gradlint ARGS` in a fresh interpreter."""
     env = {k: v for k, v in os.environ.items() if k not in ("GRADLINT_NO_CACHE", "GRADLINT_CACHE_DIR")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])  # this checkout
     env["NO_COLOR"] = "1"
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT % (HEAVY,), *args], cwd=cwd, env=env,
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT % (watch,), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, check=False)
     report = json.loads(proc.stderr.strip().splitlines()[-1])
     return report["exit"], proc.stdout, report["loaded"]
@@ -112,3 +112,19 @@ def test_analysis_still_happens_on_a_miss(project: Path) -> None:
     (project / "train.py").write_text(LOOP.replace(" / K", ""), encoding="utf-8")
     code, out, loaded = gradlint("--output-format", "concise", "train.py", cwd=project)
     assert code == 1 and "GA002" in out and "libcst" in loaded
+
+
+# Modules only some runs need: the probe's command and data model, JUnit's XML writer, the TOML reader
+# (no configuration file here), the configuration-typo hint, tracebacks of internal errors.
+OCCASIONAL = ("gradlint.probe", "xml.etree", "tomllib", "difflib", "traceback")
+
+
+def test_warm_run_without_configuration_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """Every warm run pays for the command line's imports (pre-commit's runs are mostly warm)."""
+    (tmp_path / "train.py").write_text(LOOP, encoding="utf-8")
+    (tmp_path / "lib.py").write_text(LIBRARY.replace("  # noqa: GA999", ""), encoding="utf-8")
+    gradlint(".", cwd=tmp_path)
+    code, out, loaded = gradlint(".", cwd=tmp_path, watch=HEAVY + OCCASIONAL)
+    assert code == 1 and "GA001" in out and loaded == []
+    code, out, loaded = gradlint("probe", "--help", cwd=tmp_path, watch=("gradlint.probe.cli", "torch"))
+    assert code == 0 and "SCRIPT" in out and loaded == ["gradlint.probe.cli"]

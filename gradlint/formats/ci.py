@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-from xml.etree import ElementTree as ET
 
 from gradlint import __version__, catalog
 from gradlint.catalog import RuleInfo
@@ -119,6 +118,8 @@ def render_sarif(report: Report) -> str:
 
 
 def render_junit(report: Report) -> str:
+    from xml.etree import ElementTree as ET  # here: every run imports this module, few write JUnit
+
     suites = ET.Element("testsuites", name="gradlint", tests=str(max(len(report.diagnostics), 1)),
                         failures=str(len(report.diagnostics)), errors="0")
     by_file: dict[str, list[Diagnostic]] = {}
