@@ -159,7 +159,7 @@ def _locate(module: cst.Module, findings: list[Finding], filename: str, source: 
         return []
     # Positions only for files with findings, and only of the nodes reported or edited.
     positions = positions_of(module, [f.node for f in findings]
-                             + [edit.node for f in findings if f.fix is not None for edit in f.fix.edits])
+                             + [edit.node for f in findings if f.fix is not None for edit in f.fix.edits], source)
     lines = Lines(source)
     out = []
     for f in findings:

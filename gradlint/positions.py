@@ -23,29 +23,112 @@ import libcst as cst
 from libcst._nodes.internal import CodegenState  # the hook PositionProvider itself builds on
 from libcst.metadata import CodePosition, CodeRange
 
+from gradlint.model import traversal
+
 # The line ends LibCST's position state counts (its `NEWLINE_RE`): a lone `\r` ends a line too.
 _NEWLINE = re.compile(r"\r\n?|\n")
 _NOTHING = nullcontext()
 
 
-def positions_of(module: cst.Module, nodes: Iterable[cst.CSTNode]) -> dict[cst.CSTNode, CodeRange]:
-    """The syntactic range of each of `nodes` (nodes of `module`), as `PositionProvider` gives it."""
+def positions_of(module: cst.Module, nodes: Iterable[cst.CSTNode],
+                 source: str | None = None) -> dict[cst.CSTNode, CodeRange]:
+    """The syntactic range of each of `nodes` (nodes of `module`), as `PositionProvider` gives it.
+    With the module's `source`, a node is placed from the code of the statement that holds it
+    (`_by_statement`); what cannot be placed that way comes from the code of the whole module."""
     wanted = {id(node): node for node in nodes}
     if not wanted:
         return {}
+    found = _by_statement(module, wanted, source) if source is not None else {}
+    rest = {key: node for key, node in wanted.items() if key not in found}
+    if rest:
+        found.update(_by_module(module, rest))
+    return {wanted[key]: where for key, where in found.items()}
+
+
+def _by_module(module: cst.Module, wanted: dict[int, Any]) -> dict[int, CodeRange]:
     state = _State(module.default_indent, module.default_newline, wanted)
     module._codegen(state)  # as LibCST's own position providers generate code
-    offsets = list(itertools.accumulate(map(len, state.tokens), initial=0))
-    code = "".join(state.tokens)
-    starts = [0, *(match.end() for match in _NEWLINE.finditer(code))]
+    return _ranges(state, wanted, 0, _line_starts("".join(state.tokens)))
+
+
+def _line_starts(text: str) -> list[int]:
+    return [0, *(match.end() for match in _NEWLINE.finditer(text))]
+
+
+def _ranges(state: _State, keys: Iterable[int], base: int, starts: list[int]) -> dict[int, CodeRange]:
+    """Lines and columns of the recorded token indices, for code generated at offset `base` of a
+    text whose lines start at `starts`."""
+    offsets = list(itertools.accumulate(map(len, state.tokens), initial=base))
 
     def position(index: int) -> CodePosition:
         offset = offsets[index]
         line = bisect.bisect_right(starts, offset)
         return CodePosition(line, offset - starts[line - 1])
 
-    return {node: CodeRange(position(state.found[key][0]), position(state.found[key][1]))
-            for key, node in wanted.items() if key in state.found}
+    return {key: CodeRange(position(state.found[key][0]), position(state.found[key][1]))
+            for key in keys if key in state.found}
+
+
+# Where a statement's code starts a new line of indentation: what it is generated inside of.
+_BODIES = (cst.IndentedBlock, cst.Module)
+
+
+def _by_statement(module: cst.Module, wanted: dict[int, Any], source: str) -> dict[int, CodeRange]:
+    """Ranges from the code of the innermost statement of a block that holds each wanted node,
+    generated as the module's code generation would (inside the indentation of its enclosing
+    blocks): a training script's findings are a few lines of a file whose whole code costs as much
+    as the model. That code is part of the module's code, which is `source` (LibCST's parse gives
+    back its text exactly); where it occurs once in `source`, that occurrence is the statement. A
+    statement whose code occurs more than once (`optimizer.zero_grad()` in the training and the
+    evaluation loop) is tried again as the statement around it; a node outside every such
+    statement (trivia, a module-level statement repeated) is left to the whole module's code."""
+    parents = traversal.parents(module)
+    groups: dict[int, tuple[cst.CSTNode, list[int]]] = {}
+    for key, node in wanted.items():
+        statement = _statement_of(node, parents)
+        if statement is not None:
+            groups.setdefault(id(statement), (statement, []))[1].append(key)
+    found: dict[int, CodeRange] = {}
+    starts = _line_starts(source) if groups else []
+    for statement, keys in groups.values():
+        current: cst.CSTNode | None = statement
+        while current is not None:
+            placed = _place(module, current, keys, parents, source, starts)
+            if placed is not None:
+                found.update(placed)
+                break
+            block = parents.get(id(current))
+            current = _statement_of(parents[id(block)], parents) if type(block) is cst.IndentedBlock else None
+    return found
+
+
+def _statement_of(node: cst.CSTNode, parents: dict[int, cst.CSTNode]) -> cst.CSTNode | None:
+    """The node, or its nearest ancestor, that is a statement of an indented block or the module."""
+    current: cst.CSTNode | None = node
+    while current is not None:
+        parent = parents.get(id(current))
+        if parent is not None and type(parent) in _BODIES:
+            return current
+        current = parent
+    return None
+
+
+def _place(module: cst.Module, statement: cst.CSTNode, keys: list[int], parents: dict[int, cst.CSTNode],
+           source: str, starts: list[int]) -> dict[int, CodeRange] | None:
+    indents: list[str] = []
+    ancestor = parents.get(id(statement))
+    while ancestor is not None:
+        if type(ancestor) is cst.IndentedBlock:  # the one node that indents (IndentedBlock._codegen_impl)
+            indents.append(module.default_indent if ancestor.indent is None else ancestor.indent)
+        ancestor = parents.get(id(ancestor))
+    state = _State(module.default_indent, module.default_newline, dict.fromkeys(keys))
+    state.indent_tokens = indents[::-1]
+    statement._codegen(state)
+    code = "".join(state.tokens)
+    at = source.find(code)
+    if at < 0 or source.find(code, at + 1) >= 0:
+        return None
+    return _ranges(state, keys, at, starts)
 
 
 class _State(CodegenState):
