@@ -51,6 +51,11 @@ def build_model(module: cst.Module) -> ModuleModel:
     traversal.index(module)
     facts = collect_facts(module)
     scopes = ScopeCache()
+    return ModuleModel(module, facts, scopes, walk_loops(module, facts, scopes))
+
+
+def walk_loops(module: cst.Module, facts: ModuleFacts, scopes: ScopeCache) -> list[TrainingLoop]:
+    """The training loops of every function (and the module) from which a backward is reached."""
     walker = Walker(facts, scopes)
     best: dict[int, TrainingLoop] = {}
     for root, cls in iter_roots(module):
@@ -62,7 +67,7 @@ def build_model(module: cst.Module) -> ModuleModel:
             # inlines it; the walk that saw the most enclosing loops knows the most.
             if key not in best or len(loop.loop.chain) > len(best[key].loop.chain):
                 best[key] = loop
-    return ModuleModel(module, facts, scopes, list(best.values()))
+    return list(best.values())
 
 
 __all__ = [
@@ -71,4 +76,5 @@ __all__ = [
     "drained_iterable",
     "loop_counter",
     "loop_iterable",
+    "walk_loops",
 ]
