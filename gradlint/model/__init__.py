@@ -42,6 +42,14 @@ class ModuleModel:
         for files without findings."""
         return traversal.parents(self.module)
 
+    @cached_property
+    def called_from_loops(self) -> frozenset[int]:
+        """id() of each function a loop of this module calls for its backward. Such a function is
+        also an implicit loop of its own (for callers out of sight); a rule whose verdict depends
+        on what the caller passes (which scheduler) should judge it from the caller's loop."""
+        return frozenset(id(event.frame.scope.node) for loop in self.loops if not loop.loop.implicit
+                         for event in loop.of_kind(Kind.BACKWARD) if event.frame.via and loop.in_loop(event))
+
     def provenance(self, loop: TrainingLoop, backward: Event) -> Provenance:
         order = backward.frame.scope.call_order.get(id(backward.node))
         return trace(backward.spec.value, backward.frame, order, self.facts, self.scopes, loop.k_literal, loop.k)

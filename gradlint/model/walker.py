@@ -36,6 +36,19 @@ class Frame:
                 return value, caller
         return None
 
+    def origin(self, name: str) -> str:
+        """`name` as the outermost call site that hands it down names it: a helper's parameter
+        (`_schedule` in `_schedule.step()`) followed through each call while the argument there
+        is a plain dotted name (`scheduler`); `name` itself when it is no parameter."""
+        frame: Frame = self
+        while True:
+            head, dot, rest = name.partition(".")
+            bound = frame.binding(head)
+            passed = dotted(bound[0]) if bound is not None else None
+            if bound is None or passed is None:
+                return name
+            name, frame = passed + dot + rest, bound[1]  # callers only: the chain ends
+
     def resolve(self, name: str) -> list[tuple[cst.BaseExpression, Resolver]]:
         bound = self.binding(name)
         if bound is not None:

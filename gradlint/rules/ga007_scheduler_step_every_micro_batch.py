@@ -48,7 +48,8 @@ class SchedulerStepEveryMicroBatch(Rule):
     learning rate each optimizer step sees is on schedule; a scheduler built by a helper out of
     sight from a whole namespace (`create_scheduler(optimizer, args)`) when a length field this file
     sets on it counts micro-batches (`args.max_step = args.max_epoch * data.num_batches`) and none is
-    divided by K;
+    divided by K, also where the scheduler reaches the stepping helper as a parameter (it is the one
+    the caller passes);
     `scheduler.step(metric)` (`ReduceLROnPlateau`) and `scheduler.step(epoch)`; constant schedules
     (`get_constant_schedule`, `get_scheduler("constant", ...)`); schedulers stepped
     once per window or per epoch; and Accelerate-prepared schedulers inside
@@ -96,15 +97,19 @@ class SchedulerStepEveryMicroBatch(Rule):
     def check(self, model: ModuleModel) -> Iterator[Finding]:
         assignments: dict[str, list[cst.BaseExpression]] | None = None  # built once, on demand
         for loop in model.loops:
+            if loop.loop.implicit and id(loop.loop.node) in model.called_from_loops:
+                continue  # its caller's loop here knows which scheduler it is handed
             if loop.kind in (LoopKind.GATED, LoopKind.INNER) and not loop.mixed:
                 for event in loop.of_kind(Kind.SCHEDULER_STEP):
                     if loop.when(event) not in _OFF_WINDOW or _positioned(event):
                         continue
-                    if _constant(model.facts.constructor(event.spec.receiver)):
+                    # A helper's parameter (`_schedule.step()`) is the scheduler its caller passes.
+                    scheduler = event.frame.origin(event.spec.receiver) if event.spec.receiver else None
+                    if _constant(model.facts.constructor(scheduler)):
                         continue  # a constant learning rate: how often it steps does not matter
                     if assignments is None:
                         assignments = _assignments(model.module)
-                    length = schedule_length(model, event.spec.receiver, loop, assignments)
+                    length = schedule_length(model, scheduler, loop, assignments)
                     if length.unit is Unit.MICRO_BATCHES:
                         continue
                     step = _step(loop)
