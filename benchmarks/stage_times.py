@@ -6,10 +6,11 @@ One process, no cache, all rules, the garbage collector set as `checker` sets it
 file: reading and the text test; for each candidate the text test keeps, the stages a discovered
 file goes through: CPython's parse, the LibCST tree built from it, the model (listing the nodes,
 the module's facts, the walk of each function that reaches a backward), the rules; and for a file
-with findings, what is done again on LibCST's own parse (the parse, the model and rules again, the
-positions). Prints the CPU seconds of each stage, the candidates grouped by what the model found
-in them (with their bytes and the CPU of the first pass: CPython's parse to the rules), and the
-slowest files. The default trees are those of benchmarks/lint_speed.py.
+with findings, what is done again on LibCST's parse of the statements they need, or of the whole
+file where those cannot be parsed apart (the parse, the model and rules again, the positions).
+Prints the CPU seconds of each stage, the candidates grouped by what the model found in them
+(with their bytes and the CPU of the first pass: CPython's parse to the rules), and the slowest
+files. The default trees are those of benchmarks/lint_speed.py.
 """
 
 from __future__ import annotations
@@ -24,16 +25,18 @@ from pathlib import Path
 
 import libcst as cst
 
-from gradlint.checker import _YOUNG_THRESHOLD, make_rules
+from gradlint.checker import _YOUNG_THRESHOLD, _needed, make_rules
 from gradlint.files import discover
 from gradlint.model import ModuleModel, traversal, walk_loops
 from gradlint.model.facts import collect_facts
 from gradlint.model.scopes import ScopeCache
+from gradlint.model.syntax import recording_layout
+from gradlint.partial_parse import splice
 from gradlint.pipeline import cpython_tree, read
 from gradlint.positions import positions_of
 from gradlint.prefilter import may_have_training_loop
 from gradlint.rules import RULES_BY_CODE, Finding, Rule
-from gradlint.tree_from_ast import Unsupported, module_from_ast
+from gradlint.tree_from_ast import Unsupported, built_module
 from gradlint.trusted_parse import parse_accepted_module
 
 clock = time.process_time
@@ -61,6 +64,7 @@ class Report:
         self.seconds: dict[str, float] = defaultdict(float)
         self.files = 0
         self.left_to_libcst = 0
+        self.parsed_whole = 0  # files with findings whose statements could not be parsed apart
         # group -> [files, bytes, first-pass CPU]
         self.groups: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
         self.per_file: list[tuple[float, int, str, str]] = []  # (first pass, bytes, group, path)
@@ -92,18 +96,20 @@ def _measure_file(path: str, rules: Sequence[Rule], report: Report) -> None:
     if tree is None:
         return  # a syntax error, reported from LibCST's parse: not a stage of interest here
     try:
-        module = module_from_ast(source, tree)
+        module, origins = built_module(source, tree)
     except (Unsupported, RecursionError):
         report.left_to_libcst += 1  # checked on LibCST's parse alone; not timed
         return
     built = clock()
     report.add("building the LibCST tree", built - parsed)
-    model, steps = model_in_steps(module)
-    for name, seconds in zip(("model: listing the nodes", "model: facts", "model: walk and loops"), steps, strict=True):
-        report.add(name, seconds)
-    modelled = clock()
-    found = findings_of(model, rules)
-    checked = clock()
+    with recording_layout() as layout_read:
+        model, steps = model_in_steps(module)
+        for name, seconds in zip(("model: listing the nodes", "model: facts", "model: walk and loops"), steps,
+                                 strict=True):
+            report.add(name, seconds)
+        modelled = clock()
+        found = findings_of(model, rules)
+        checked = clock()
     report.add("rules", checked - modelled)
     if not model.facts.reaches_backward:
         group = "no function reaches a backward"
@@ -114,14 +120,17 @@ def _measure_file(path: str, rules: Sequence[Rule], report: Report) -> None:
     else:
         group = "findings"
         again = clock()
-        exact = parse_accepted_module(source)
+        spliced = splice(source, tree, module, origins, model.parents, _needed(found, layout_read))
+        if spliced is None:
+            report.parsed_whole += 1
+        exact = spliced.module if spliced is not None else parse_accepted_module(source)
         reparsed = clock()
         second = findings_of(model_in_steps(exact)[0], rules)
         redone = clock()
         nodes = [f.node for f in second] + [e.node for f in second if f.fix is not None for e in f.fix.edits]
-        positions_of(exact, nodes, source)
+        positions_of(exact, nodes, source, spliced.roots if spliced is not None else None)
         located = clock()
-        report.add("findings: LibCST's parse", reparsed - again)
+        report.add("findings: LibCST's parse of their statements (or of the file)", reparsed - again)
         report.add("findings: model and rules again", redone - reparsed)
         report.add("findings: positions", located - redone)
     first_pass = checked - start
@@ -134,7 +143,8 @@ def _measure_file(path: str, rules: Sequence[Rule], report: Report) -> None:
 
 def print_report(report: Report, slowest: int) -> None:
     print(f"{report.files} .py files, {len(report.per_file)} candidates modelled"
-          f" ({report.left_to_libcst} left to LibCST's parse, not timed)\n")
+          f" ({report.left_to_libcst} left to LibCST's parse, not timed); of those with findings,"
+          f" {report.parsed_whole} parsed whole\n")
     print("| stage | CPU s |\n|---|---|")
     for stage, seconds in report.seconds.items():
         print(f"| {stage} | {seconds:.2f} |")

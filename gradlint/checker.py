@@ -7,12 +7,15 @@ import ast
 import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import libcst as cst
 
 from gradlint.diagnostics import Diagnostic, FileError
 from gradlint.fixes.edits import Lines, to_text
-from gradlint.model import build_model
+from gradlint.model import ModuleModel, build_model
+from gradlint.model.syntax import recording_layout
+from gradlint.partial_parse import splice
 from gradlint.pipeline import (
     ISSUE_TRACKER,
     MAX_BYTES,
@@ -30,7 +33,7 @@ from gradlint.pipeline import (
 )
 from gradlint.positions import positions_of
 from gradlint.rules import RULES_BY_CODE, Finding, Rule
-from gradlint.tree_from_ast import module_from_ast
+from gradlint.tree_from_ast import Origins, built_module
 from gradlint.trusted_parse import parse_accepted_module
 
 _RULES: dict[tuple[str, ...], list[Rule]] = {}
@@ -48,8 +51,9 @@ def make_rules(codes: Sequence[str]) -> list[Rule]:
 def check_source(source: str, filename: str, rules: Sequence[Rule], verbose: bool = False,
                  prefilter: bool = False, stages: bool = False) -> FileResult:
     """`stages`: once CPython has accepted the syntax, skip LibCST for a file the text test says
-    cannot hold a training loop, and clear a file on the tree built from CPython's
-    (`_nothing_found_on`): for files named on the command line (pre-commit passes each changed
+    cannot hold a training loop, check a file on the tree built from CPython's (`_first_pass`) and
+    place its findings from LibCST's parse of only the statements they need
+    (`_on_parsed_statements`): for files named on the command line (pre-commit passes each changed
     file), whose syntax is always checked. `prefilter` (discovered files): the same, and a file
     the text test rejects is not even compiled. Neither, as `--fix` rounds and tests do: LibCST's
     parse of the whole file."""
@@ -67,9 +71,16 @@ def _analyse(source: str, filename: str, rules: Sequence[Rule], may_stage: bool)
     except (RecursionError, MemoryError):
         result.error = FileError(filename, TOO_DEEP)
         return result
-    if may_stage and tree is not None and _nothing_found_on(source, tree, rules):
-        suppress(result, source)
-        return result
+    if may_stage and tree is not None:
+        first = _first_pass(source, tree, rules)
+        if first is not None and not first.findings:
+            suppress(result, source)
+            return result
+        located = _on_parsed_statements(source, filename, tree, rules, first) if first is not None else None
+        if located is not None:
+            result.diagnostics = located
+            suppress(result, source)
+            return result
     try:
         # When CPython rejects the file, LibCST may know newer syntax, or says what is wrong.
         module = cst.parse_module(source) if tree is None else parse_accepted_module(source)
@@ -82,22 +93,35 @@ def _analyse(source: str, filename: str, rules: Sequence[Rule], may_stage: bool)
         result.error = FileError(filename, TOO_DEEP)
         return result
     try:
-        model = build_model(module)
-        findings: list[Finding] = []
-        seen: set[tuple[str, int]] = set()
-        for rule in rules:
-            for finding in rule.check(model):
-                key = (finding.code, id(finding.node))
-                if key not in seen:
-                    seen.add(key)
-                    findings.append(finding)
-        result.diagnostics = _locate(module, findings, filename, source)
+        model = build_model(module, source)
+        findings = _findings(model, rules)
+        result.diagnostics = _locate(module, findings, filename, source,
+                                     parents=model.parents if findings else None) or []
         suppress(result, source)
     except RecursionError:
         result.error = FileError(filename, "too deeply nested to analyse")
     except Exception as exc:  # one file's bug must not stop the others
         result.error = internal_error(filename, exc)
     return result
+
+
+def _findings(model: ModuleModel, rules: Sequence[Rule]) -> list[Finding]:
+    findings: list[Finding] = []
+    seen: set[tuple[str, int]] = set()
+    for rule in rules:
+        for finding in rule.check(model):
+            key = (finding.code, id(finding.node))
+            if key not in seen:
+                seen.add(key)
+                findings.append(finding)
+    return findings
+
+
+def _needed(findings: list[Finding], layout_read: list[cst.CSTNode]) -> list[cst.CSTNode]:
+    """The nodes whose LibCST parse the findings need: each one reported, each one a fix edits,
+    and each one whose layout (code, comments, brackets) the model or a rule read."""
+    return [*layout_read, *(f.node for f in findings),
+            *(edit.node for f in findings if f.fix is not None for edit in f.fix.edits)]
 
 
 # LibCST's parse and the model allocate millions of small objects that refcounting frees (the trees
@@ -117,16 +141,48 @@ def _fewer_collections() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _nothing_found_on(source: str, tree: ast.Module, rules: Sequence[Rule]) -> bool:
-    """Whether the rules find nothing in the LibCST tree built from CPython's (`tree_from_ast.py`),
-    which costs a fifth of LibCST's parse. False when it cannot be built or anything is found: the
-    file is then checked on LibCST's own parse, which every reported finding, position and fix
-    comes from (and an error in the model is reported from there too)."""
+@dataclass
+class _FirstPass:
+    model: ModuleModel
+    origins: Origins
+    findings: list[Finding]
+    layout_read: list[cst.CSTNode]
+
+
+def _first_pass(source: str, tree: ast.Module, rules: Sequence[Rule]) -> _FirstPass | None:
+    """The rules' findings on the LibCST tree built from CPython's (`tree_from_ast.py`), which
+    costs a fifth of LibCST's parse; most files end here, with none. None when it cannot be built
+    or the model fails on it: the file is then checked on LibCST's own parse (and an error in the
+    model is reported from there)."""
     try:
-        model = build_model(module_from_ast(source, tree))
-        return not any(True for rule in rules for _ in rule.check(model))
+        module, origins = built_module(source, tree)
+        with recording_layout() as layout_read:
+            model = build_model(module, source)
+            findings = _findings(model, rules)
+        return _FirstPass(model, origins, findings, layout_read)
     except Exception:  # Unsupported, RecursionError, or the model's own error: LibCST's path decides
-        return False
+        return None
+
+
+def _on_parsed_statements(source: str, filename: str, tree: ast.Module, rules: Sequence[Rule],
+                          first: _FirstPass) -> list[Diagnostic] | None:
+    """The diagnostics from the built tree with LibCST's parse of the statements the findings
+    need (gradlint/partial_parse.py): the same as from LibCST's parse of the whole file, or None
+    when that cannot be shown (a node read lies outside those statements, a position is not
+    placed by its statement), and the whole file is parsed."""
+    try:
+        spliced = splice(source, tree, first.model.module, first.origins, first.model.parents,
+                         _needed(first.findings, first.layout_read))
+        if spliced is None:
+            return None
+        with recording_layout() as layout_read:
+            model = build_model(spliced.module, source)
+            findings = _findings(model, rules)
+        if not spliced.covers(_needed(findings, layout_read), model.parents):
+            return None
+        return _locate(spliced.module, findings, filename, source, spliced.roots, model.parents)
+    except Exception:  # anything unforeseen here: the whole file's parse decides
+        return None
 
 
 def _syntax_error(source: str, filename: str, exc: cst.ParserSyntaxError | cst.CSTValidationError) -> FileError:
@@ -154,12 +210,18 @@ def cst_version() -> str:
         return "?"
 
 
-def _locate(module: cst.Module, findings: list[Finding], filename: str, source: str) -> list[Diagnostic]:
+def _locate(module: cst.Module, findings: list[Finding], filename: str, source: str,
+            roots: frozenset[int] | None = None,
+            parents: dict[int, cst.CSTNode] | None = None) -> list[Diagnostic] | None:
+    """The findings with positions and text fixes. With `roots` (the statements of a partly
+    parsed tree, `partial_parse.Spliced`): None unless each position comes from one of them."""
     if not findings:
         return []
     # Positions only for files with findings, and only of the nodes reported or edited.
-    positions = positions_of(module, [f.node for f in findings]
-                             + [edit.node for f in findings if f.fix is not None for edit in f.fix.edits], source)
+    wanted = [f.node for f in findings] + [edit.node for f in findings if f.fix is not None for edit in f.fix.edits]
+    positions = positions_of(module, wanted, source, roots, parents)
+    if roots is not None and any(node not in positions for node in wanted):
+        return None
     lines = Lines(source)
     out = []
     for f in findings:

@@ -30,17 +30,21 @@ _NEWLINE = re.compile(r"\r\n?|\n")
 _NOTHING = nullcontext()
 
 
-def positions_of(module: cst.Module, nodes: Iterable[cst.CSTNode],
-                 source: str | None = None) -> dict[cst.CSTNode, CodeRange]:
+def positions_of(module: cst.Module, nodes: Iterable[cst.CSTNode], source: str | None = None,
+                 roots: frozenset[int] | None = None,
+                 parents: dict[int, cst.CSTNode] | None = None) -> dict[cst.CSTNode, CodeRange]:
     """The syntactic range of each of `nodes` (nodes of `module`), as `PositionProvider` gives it.
     With the module's `source`, a node is placed from the code of the statement that holds it
-    (`_by_statement`); what cannot be placed that way comes from the code of the whole module."""
+    (`_by_statement`); what cannot be placed that way comes from the code of the whole module.
+    With `roots` (a partly parsed tree, gradlint/partial_parse.py), only the code of those
+    statements and of statements inside them is the file's: a node they do not place is left out.
+    `parents`: the module's `traversal.parents`, when the caller has them."""
     wanted = {id(node): node for node in nodes}
     if not wanted:
         return {}
-    found = _by_statement(module, wanted, source) if source is not None else {}
+    found = _by_statement(module, wanted, source, roots, parents) if source is not None else {}
     rest = {key: node for key, node in wanted.items() if key not in found}
-    if rest:
+    if rest and roots is None:
         found.update(_by_module(module, rest))
     return {wanted[key]: where for key, where in found.items()}
 
@@ -73,7 +77,8 @@ def _ranges(state: _State, keys: Iterable[int], base: int, starts: list[int]) ->
 _BODIES = (cst.IndentedBlock, cst.Module)
 
 
-def _by_statement(module: cst.Module, wanted: dict[int, Any], source: str) -> dict[int, CodeRange]:
+def _by_statement(module: cst.Module, wanted: dict[int, Any], source: str, roots: frozenset[int] | None = None,
+                  parents: dict[int, cst.CSTNode] | None = None) -> dict[int, CodeRange]:
     """Ranges from the code of the innermost statement of a block that holds each wanted node,
     generated as the module's code generation would (inside the indentation of its enclosing
     blocks): a training script's findings are a few lines of a file whose whole code costs as much
@@ -82,7 +87,7 @@ def _by_statement(module: cst.Module, wanted: dict[int, Any], source: str) -> di
     statement whose code occurs more than once (`optimizer.zero_grad()` in the training and the
     evaluation loop) is tried again as the statement around it; a node outside every such
     statement (trivia, a module-level statement repeated) is left to the whole module's code."""
-    parents = traversal.parents(module)
+    parents = parents if parents is not None else traversal.parents(module)
     groups: dict[int, tuple[cst.CSTNode, list[int]]] = {}
     for key, node in wanted.items():
         statement = _statement_of(node, parents)
@@ -97,6 +102,8 @@ def _by_statement(module: cst.Module, wanted: dict[int, Any], source: str) -> di
             if placed is not None:
                 found.update(placed)
                 break
+            if roots is not None and id(current) in roots:
+                break  # the statements around it were built, not parsed: their code is not the file's
             block = parents.get(id(current))
             current = _statement_of(parents[id(block)], parents) if type(block) is cst.IndentedBlock else None
     return found

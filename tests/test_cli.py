@@ -294,10 +294,10 @@ def test_internal_error_is_reported_per_file(buggy: Path, clean: Path, monkeypat
 
     real = checker.build_model
 
-    def explode(module):
+    def explode(module, *rest):
         if "zero_grad()\n        loss" in module.code:
             raise ValueError("boom")
-        return real(module)
+        return real(module, *rest)
 
     monkeypatch.setattr(checker, "build_model", explode)
     code, _out, err = run(str(buggy), str(clean))

@@ -273,10 +273,10 @@ def test_unreadable_file_named_on_the_command_line(tmp_path: Path) -> None:
 def _explode_on(marker: str) -> Callable[..., object]:
     real = checker.build_model
 
-    def build(module: object) -> object:
+    def build(module: object, *rest: object) -> object:
         if marker in module.code:  # type: ignore[attr-defined]
             raise KeyError("boom")
-        return real(module)
+        return real(module, *rest)
 
     return build
 

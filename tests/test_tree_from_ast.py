@@ -1,5 +1,5 @@
 """`tree_from_ast`: LibCST's tree built from CPython's is LibCST's own parse, trivia aside, and the
-checker uses it only to clear files (findings always come from LibCST's parse)."""
+checker clears files on it (findings come from LibCST's parse of their statements, test_partial_parse.py)."""
 
 from __future__ import annotations
 
@@ -181,7 +181,9 @@ def test_a_clean_candidate_is_cleared_without_libcsts_parser(monkeypatch: pytest
     assert check_source(source, "train.py", RULES).diagnostics == [] and len(parsed) == 1
 
 
-def test_findings_come_from_libcsts_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_findings_come_from_libcsts_parse_of_their_statements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is not parsed whole by LibCST: only the statements the findings need are
+    (gradlint/partial_parse.py), and the diagnostics are those of the whole file's parse."""
     source = textwrap.dedent("""\
         for i, (x, y) in enumerate(loader):
             optimizer.zero_grad()
@@ -194,8 +196,10 @@ def test_findings_come_from_libcsts_parse(monkeypatch: pytest.MonkeyPatch) -> No
     real = checker.parse_accepted_module
     monkeypatch.setattr(checker, "parse_accepted_module", lambda text: parsed.append(text) or real(text))
     staged = check_source(source, "train.py", RULES, prefilter=True)
+    assert parsed == []
     whole = check_source(source, "train.py", RULES)
-    assert len(parsed) == 2 and staged.diagnostics == whole.diagnostics
+    assert len(parsed) == 1 and staged.diagnostics == whole.diagnostics
+    assert [d.fix for d in staged.diagnostics] == [d.fix for d in whole.diagnostics]
     assert (staged.diagnostics[0].code, staged.diagnostics[0].row, staged.diagnostics[0].column) == ("GA001", 2, 5)
 
 
@@ -221,7 +225,7 @@ def test_an_error_in_the_built_tree_falls_back_to_libcst(monkeypatch: pytest.Mon
     def broken(*args: object) -> cst.Module:
         raise ValueError("a bug in the builder")
 
-    monkeypatch.setattr(checker, "module_from_ast", broken)
+    monkeypatch.setattr(checker, "built_module", broken)
     result = check_source(source, "train.py", RULES, prefilter=True)
     assert (result.diagnostics, result.error) == ([], None)
 

@@ -10,6 +10,7 @@ import libcst as cst
 from gradlint.fixes.edits import Applicability, EditKind, Fix, NodeEdit
 from gradlint.fixes.tree import as_dividend, as_divisor, in_loop_function, parent, portable
 from gradlint.model import Event, ModuleModel, TrainingLoop
+from gradlint.model.syntax import reads_layout
 
 _TENSOR_LIKE = (cst.Name, cst.Attribute, cst.Call, cst.Subscript, cst.BinaryOperation, cst.UnaryOperation)
 
@@ -20,6 +21,7 @@ def fix(model: ModuleModel, loop: TrainingLoop, event: Event) -> Fix | None:
         return None  # `torch.autograd.backward([l1, l2])`: a list cannot be divided
     text = f"{as_dividend(value)} / {as_divisor(k)}"
     holder = parent(model, value)
+    reads_layout(value)  # its brackets
     if isinstance(holder, cst.Attribute) and holder.value is value and not value.lpar:
         text = f"({text})"  # the receiver of `.backward()`
     safe = in_loop_function(model, loop, event.node)

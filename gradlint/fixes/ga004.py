@@ -24,7 +24,7 @@ from gradlint.fixes.tree import (
 )
 from gradlint.model import Kind, ModuleModel, Phase, TrainingLoop, loop_iterable, traversal
 from gradlint.model.gates import periodicity
-from gradlint.model.syntax import dotted, last_part, number, positional
+from gradlint.model.syntax import dotted, last_part, number, positional, reads_layout
 
 _DISPLAY = ("tqdm", "track")
 _SYNC = re.compile(r"no_sync|grad_sync|gradient_sync|backward_sync")
@@ -157,6 +157,7 @@ def _flush(model: ModuleModel, loop: TrainingLoop, counter: str) -> Fix | None:
             _assigns(s, counter) for s in suite.body[index:]):
         return None
     space = cst.SimpleWhitespace(" ")
+    reads_layout(test)  # the copy below keeps its brackets and spaces
     inverted = test.with_changes(comparisons=[test.comparisons[0].with_changes(
         operator=cst.NotEqual(whitespace_before=space, whitespace_after=space))])
     body = "\n".join("    " + line for text in texts for line in str(text).splitlines())

@@ -9,8 +9,7 @@ import libcst as cst
 
 from gradlint.fixes.edits import EditKind, NodeEdit
 from gradlint.model import Event, Kind, ModuleModel, TrainingLoop, traversal
-
-_EMPTY = cst.Module(body=[])
+from gradlint.model.syntax import reads_layout, written
 
 
 def parent(model: ModuleModel, node: cst.CSTNode) -> cst.CSTNode | None:
@@ -80,8 +79,9 @@ def class_of(model: ModuleModel, function: cst.CSTNode) -> cst.ClassDef | None:
 def source(node: cst.CSTNode) -> str:
     """A node's text as written (comments included), without the lines above a statement."""
     if isinstance(node, cst.SimpleStatementLine | cst.BaseCompoundStatement):
+        reads_layout(node)
         node = node.with_changes(leading_lines=())
-    return _EMPTY.code_for_node(node)
+    return written(node)
 
 
 def statement_text(stmt: cst.CSTNode) -> str | None:
@@ -96,6 +96,7 @@ def statement_text(stmt: cst.CSTNode) -> str | None:
 def comments_above(stmt: cst.CSTNode) -> list[str]:
     """The own-line comments right above a statement (no blank line between): they describe it."""
     found: list[str] = []
+    reads_layout(stmt)
     for line in reversed(getattr(stmt, "leading_lines", ())):
         if line.comment is None:
             break
@@ -295,9 +296,10 @@ def removal(model: ModuleModel, stmt: cst.SimpleStatementLine) -> list[NodeEdit]
 
 def expr_text(expr: cst.BaseExpression) -> str:
     """An expression's text without its own parentheses (positions exclude them too)."""
+    reads_layout(expr)
     if getattr(expr, "lpar", None):
         expr = expr.with_changes(lpar=[], rpar=[])
-    return _EMPTY.code_for_node(expr)
+    return written(expr)
 
 
 _ATOMS = (cst.Name, cst.Attribute, cst.Call, cst.Subscript, cst.Integer, cst.Float)

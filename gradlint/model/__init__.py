@@ -35,6 +35,13 @@ class ModuleModel:
     facts: ModuleFacts
     scopes: ScopeCache
     loops: list[TrainingLoop]
+    source: str | None = None  # the file's text: the module's code, which a built tree lacks (comments)
+
+    @property
+    def text(self) -> str:
+        """The file's text, comments included (LibCST's tree gives it back exactly; a tree built
+        from CPython's has no comments)."""
+        return self.source if self.source is not None else self.module.code
 
     @cached_property
     def parents(self) -> dict[int, cst.CSTNode]:
@@ -55,11 +62,11 @@ class ModuleModel:
         return trace(backward.spec.value, backward.frame, order, self.facts, self.scopes, loop.k_literal, loop.k)
 
 
-def build_model(module: cst.Module) -> ModuleModel:
+def build_model(module: cst.Module, source: str | None = None) -> ModuleModel:
     traversal.index(module)
     facts = collect_facts(module)
     scopes = ScopeCache()
-    return ModuleModel(module, facts, scopes, walk_loops(module, facts, scopes))
+    return ModuleModel(module, facts, scopes, walk_loops(module, facts, scopes), source)
 
 
 def walk_loops(module: cst.Module, facts: ModuleFacts, scopes: ScopeCache) -> list[TrainingLoop]:

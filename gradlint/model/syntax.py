@@ -4,14 +4,45 @@ from __future__ import annotations
 
 import ast
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import libcst as cst
 
 _EMPTY = cst.Module(body=[])
+# While recording (`recording_layout`): the nodes whose layout something read, their code as
+# written, comments or brackets. A tree built from CPython's has none of that; see
+# gradlint/partial_parse.py.
+_layout_read: list[cst.CSTNode] | None = None
+
+
+@contextmanager
+def recording_layout() -> Iterator[list[cst.CSTNode]]:
+    """Collects, into the list it yields, every node given to `code` or `reads_layout`."""
+    global _layout_read
+    before, _layout_read = _layout_read, []
+    try:
+        yield _layout_read
+    finally:
+        _layout_read = before
+
+
+def reads_layout(node: cst.CSTNode) -> None:
+    """Say that what follows reads the node's comments, whitespace or brackets."""
+    if _layout_read is not None:
+        _layout_read.append(node)
+
+
+def written(node: cst.CSTNode) -> str:
+    """A node's code exactly as LibCST generates it (for fix texts). The caller says what it
+    read with `reads_layout`: `node` may be a copy of a tree's node with some fields changed."""
+    return _EMPTY.code_for_node(node)
 
 
 def code(node: cst.CSTNode) -> str:
     """Source text of a node, whitespace-normalised to one line (for messages)."""
+    if _layout_read is not None:
+        _layout_read.append(node)
     return " ".join(_EMPTY.code_for_node(node).split())
 
 

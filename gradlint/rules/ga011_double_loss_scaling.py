@@ -232,7 +232,7 @@ def _clearly_without_accumulation(model: ModuleModel, call: cst.Call, name: str)
     # to accumulate (no K anywhere: `accumulate()` kept from a template is a harmless no-op).
     if scan.assigned or not scan.intent:
         return False
-    return "ACCELERATE_GRADIENT_ACCUMULATION_STEPS" not in model.module.code
+    return "ACCELERATE_GRADIENT_ACCUMULATION_STEPS" not in model.text
 
 
 class _AccumulationNames(cst.CSTVisitor):
