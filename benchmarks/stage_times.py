@@ -42,10 +42,11 @@ from gradlint.trusted_parse import parse_accepted_module
 clock = time.process_time
 
 
-def model_in_steps(module: cst.Module) -> tuple[ModuleModel, tuple[float, float, float]]:
+def model_in_steps(module: cst.Module, listed: traversal.Preorder | None = None,
+                   ) -> tuple[ModuleModel, tuple[float, float, float]]:
     """`gradlint.model.build_model`, step by step: the model and the CPU of its three steps."""
     start = clock()
-    traversal.index(module)
+    traversal.index(module, listed)
     listed = clock()
     facts = collect_facts(module)
     collected = clock()
@@ -96,14 +97,14 @@ def _measure_file(path: str, rules: Sequence[Rule], report: Report) -> None:
     if tree is None:
         return  # a syntax error, reported from LibCST's parse: not a stage of interest here
     try:
-        module, origins = built_module(source, tree)
+        module, origins, listed = built_module(source, tree)
     except (Unsupported, RecursionError):
         report.left_to_libcst += 1  # checked on LibCST's parse alone; not timed
         return
     built = clock()
     report.add("building the LibCST tree", built - parsed)
     with recording_layout() as layout_read:
-        model, steps = model_in_steps(module)
+        model, steps = model_in_steps(module, listed)
         for name, seconds in zip(("model: listing the nodes", "model: facts", "model: walk and loops"), steps,
                                  strict=True):
             report.add(name, seconds)

@@ -155,9 +155,9 @@ def _first_pass(source: str, tree: ast.Module, rules: Sequence[Rule]) -> _FirstP
     or the model fails on it: the file is then checked on LibCST's own parse (and an error in the
     model is reported from there)."""
     try:
-        module, origins = built_module(source, tree)
+        module, origins, listed = built_module(source, tree)
         with recording_layout() as layout_read:
-            model = build_model(module, source)
+            model = build_model(module, source, listed)
             findings = _findings(model, rules)
         return _FirstPass(model, origins, findings, layout_read)
     except Exception:  # Unsupported, RecursionError, or the model's own error: LibCST's path decides

@@ -56,7 +56,7 @@ def _statement_check(source: str) -> tuple[int, int]:
     tree = ast.parse(source)
     try:
         whole = cst.parse_module(source)
-        built, origins = built_module(source, tree)
+        built, origins, _listed = built_module(source, tree)
     except (cst.ParserSyntaxError, Unsupported):
         return 0, 0
     assert partial_parse.layout(source, tree, source_lines(source)) == (whole.default_indent, whole.default_newline)

@@ -1,5 +1,6 @@
 """`tree_from_ast`: LibCST's tree built from CPython's is LibCST's own parse, trivia aside, and the
-checker clears files on it (findings come from LibCST's parse of their statements, test_partial_parse.py)."""
+checker clears files on it (findings come from LibCST's parse of their statements, test_partial_parse.py);
+the builder lists the tree's nodes as `traversal.index` would."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import pytest
 
 import gradlint.checker as checker
 from gradlint.checker import check_source
+from gradlint.model import traversal
 from gradlint.model.syntax import code
 from gradlint.rules import ALL_RULES
-from gradlint.tree_from_ast import Unsupported, _constructor, _make, first_difference, module_from_ast
+from gradlint.tree_from_ast import Unsupported, _constructor, _make, built_module, first_difference, module_from_ast
 
 from .conftest import FIXTURES
 
@@ -36,8 +38,19 @@ def built(source: str) -> cst.Module:
     return module_from_ast(source, ast.parse(source))
 
 
+def assert_listed(source: str) -> cst.Module:
+    """The builder's own listing of the tree is the one `traversal.index` makes: the same nodes in
+    the same order, with the same subtree ends and places."""
+    made = built_module(source, ast.parse(source))
+    expected = traversal.Preorder(made.module, locate=True)
+    assert len(made.listed.nodes) == len(expected.nodes)
+    assert all(a is b for a, b in zip(made.listed.nodes, expected.nodes, strict=True))
+    assert made.listed.ends == expected.ends and made.listed.at == expected.at
+    return made.module
+
+
 def assert_same(source: str) -> None:
-    difference = first_difference(cst.parse_module(source), built(source))
+    difference = first_difference(cst.parse_module(source), assert_listed(source))
     assert difference is None, difference
 
 
@@ -57,7 +70,7 @@ def test_standard_library_tree_is_libcsts(name: str) -> None:
     except cst.ParserSyntaxError:
         pytest.skip(f"LibCST cannot parse {name}")
     try:
-        assert first_difference(expected, built(source)) is None
+        assert first_difference(expected, assert_listed(source)) is None
     except Unsupported:
         pytest.skip(f"{name} uses syntax built by LibCST only")
 

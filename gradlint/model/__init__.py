@@ -62,8 +62,10 @@ class ModuleModel:
         return trace(backward.spec.value, backward.frame, order, self.facts, self.scopes, loop.k_literal, loop.k)
 
 
-def build_model(module: cst.Module, source: str | None = None) -> ModuleModel:
-    traversal.index(module)
+def build_model(module: cst.Module, source: str | None = None, listed: traversal.Preorder | None = None) -> ModuleModel:
+    """The model of `module` (of the file `source`, when known); `listed`: its nodes, when the
+    tree's builder listed them (`traversal.index`)."""
+    traversal.index(module, listed)
     facts = collect_facts(module)
     scopes = ScopeCache()
     return ModuleModel(module, facts, scopes, walk_loops(module, facts, scopes), source)

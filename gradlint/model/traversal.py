@@ -113,11 +113,18 @@ def _significant(cls: type) -> bool:
     return known
 
 
-class _Preorder:
+class Preorder:
     """A tree's significant nodes in source order (the order of a visit's entries), with where
     each one's subtree ends and, for an indexed tree, where each node is."""
 
     __slots__ = ("at", "ends", "nodes")
+
+    @classmethod
+    def of(cls, nodes: list[typing.Any], ends: list[int], at: dict[int, int]) -> Preorder:
+        """One listed by its tree's builder (gradlint/tree_from_ast.py)."""
+        made = cls.__new__(cls)
+        made.nodes, made.ends, made.at = nodes, ends, at
+        return made
 
     def __init__(self, root: cst.CSTNode, locate: bool) -> None:
         nodes: list[cst.CSTNode] = []
@@ -146,24 +153,30 @@ class _Preorder:
 
 # The tree the model was last built on: its visits (a module's facts, every function's scope, every
 # statement's calls) read one shared preorder instead of each finding its children again.
-_indexed: _Preorder | None = None
+_indexed: Preorder | None = None
 
 
-def index(module: cst.Module) -> None:
-    """Make later visits of `module` and its subtrees read one preorder of it (until the next call)."""
+def index(module: cst.Module, listed: Preorder | None = None) -> None:
+    """Make later visits of `module` and its subtrees read one preorder of it (until the next
+    call): `listed`, when its builder made one, else one listed here."""
     global _indexed
     _indexed = None  # the previous tree's nodes are not kept alive while the new index is built
-    _indexed = _Preorder(module, locate=True)
+    _indexed = listed if listed is not None else Preorder(module, locate=True)
 
 
-def _preorder_of(node: cst.CSTNode) -> tuple[_Preorder, int]:
+def preorder(node: cst.CSTNode) -> Preorder:
+    """The significant nodes of the subtree, listed (without where each one is)."""
+    return Preorder(node, locate=False)
+
+
+def _preorder_of(node: cst.CSTNode) -> tuple[Preorder, int]:
     found = _indexed
     if found is not None:
         position = found.at.get(id(node))
         # An id is unique among live objects, and the index keeps its nodes alive.
         if position is not None:
             return found, position
-    return _Preorder(node, locate=False), 0
+    return Preorder(node, locate=False), 0
 
 
 def parents(root: cst.CSTNode) -> dict[int, cst.CSTNode]:
@@ -187,7 +200,7 @@ def visit(node: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
     _visit_hooked(preorder, start, visitor, _hooks.setdefault(type(visitor), {}))
 
 
-def _visit_hooked(preorder: _Preorder, start: int, visitor: cst.CSTVisitor,
+def _visit_hooked(preorder: Preorder, start: int, visitor: cst.CSTVisitor,
                   table: dict[type, tuple[_Hook, _Hook]]) -> None:
     """The hooks of each node type looked up once per visitor class (`_lookup`), and a node with
     none (most are Names, Attributes, Args) passed over without a call."""
