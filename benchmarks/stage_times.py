@@ -25,7 +25,7 @@ from pathlib import Path
 
 import libcst as cst
 
-from gradlint.checker import _YOUNG_THRESHOLD, _needed, make_rules
+from gradlint.checker import _YOUNG_THRESHOLD, _needed, make_rules, reported_nodes
 from gradlint.files import discover
 from gradlint.model import ModuleModel, traversal, walk_loops
 from gradlint.model.facts import collect_facts
@@ -128,8 +128,7 @@ def _measure_file(path: str, rules: Sequence[Rule], report: Report) -> None:
         reparsed = clock()
         second = findings_of(model_in_steps(exact)[0], rules)
         redone = clock()
-        nodes = [f.node for f in second] + [e.node for f in second if f.fix is not None for e in f.fix.edits]
-        positions_of(exact, nodes, source, spliced.roots if spliced is not None else None)
+        positions_of(exact, reported_nodes(second), source, spliced.roots if spliced is not None else None)
         located = clock()
         report.add("findings: LibCST's parse of their statements (or of the file)", reparsed - again)
         report.add("findings: model and rules again", redone - reparsed)

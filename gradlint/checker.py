@@ -120,8 +120,12 @@ def _findings(model: ModuleModel, rules: Sequence[Rule]) -> list[Finding]:
 def _needed(findings: list[Finding], layout_read: list[cst.CSTNode]) -> list[cst.CSTNode]:
     """The nodes whose LibCST parse the findings need: each one reported, each one a fix edits,
     and each one whose layout (code, comments, brackets) the model or a rule read."""
-    return [*layout_read, *(f.node for f in findings),
-            *(edit.node for f in findings if f.fix is not None for edit in f.fix.edits)]
+    return [*layout_read, *reported_nodes(findings)]
+
+
+def reported_nodes(findings: list[Finding]) -> list[cst.CSTNode]:
+    """Each finding's node and each node its fix edits: the nodes whose positions are reported."""
+    return [f.node for f in findings] + [edit.node for f in findings if f.fix is not None for edit in f.fix.edits]
 
 
 # LibCST's parse and the model allocate millions of small objects that refcounting frees (the trees
@@ -218,7 +222,7 @@ def _locate(module: cst.Module, findings: list[Finding], filename: str, source: 
     if not findings:
         return []
     # Positions only for files with findings, and only of the nodes reported or edited.
-    wanted = [f.node for f in findings] + [edit.node for f in findings if f.fix is not None for edit in f.fix.edits]
+    wanted = reported_nodes(findings)
     positions = positions_of(module, wanted, source, roots, parents)
     if roots is not None and any(node not in positions for node in wanted):
         return None

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from gradlint.model import traversal
-from gradlint.tree_from_ast import Origins, source_lines, starts_line
+from gradlint.tree_from_ast import Origins, indentation, source_lines, starts_line
 from gradlint.trusted_parse import validation_off
 
 _BODIES = (cst.IndentedBlock, cst.Module)
@@ -87,7 +87,7 @@ def layout(source: str, tree: ast.Module, lines: list[str]) -> tuple[str, str]:
     first line end, else a newline."""
     first_end = _LINE_END.search(source)
     first = _first_indented(tree.body, lines)
-    return (_indentation(lines[first.lineno - 1]) if first is not None else "    ",
+    return (indentation(lines[first.lineno - 1]) if first is not None else "    ",
             first_end.group() if first_end else "\n")
 
 
@@ -183,10 +183,10 @@ class _Splicer:
     def _parse(self, statement: cst.CSTNode) -> cst.CSTNode:
         first, last = self.origins[id(statement)]
         top = _first_line(first) - 1
-        own = _indentation(self.lines[top])
+        own = indentation(self.lines[top])
         start = top
         while start > 0 and _BLANK_OR_COMMENT.match(self.lines[start - 1]):
-            if len(_indentation(self.lines[start - 1])) > len(own):
+            if len(indentation(self.lines[start - 1])) > len(own):
                 raise _Refused("a line above may close the block before it")
             start -= 1
         if start == 0:
@@ -217,7 +217,7 @@ class _Splicer:
         inner = outer
         if type(node) is cst.IndentedBlock:
             first = node.body[0]
-            written = _indentation(self.lines[_first_line(self.origins[id(first)][0]) - 1])
+            written = indentation(self.lines[_first_line(self.origins[id(first)][0]) - 1])
             if not written.startswith(outer) or written == outer:
                 raise _Refused("inconsistent indentation")
             relative = written[len(outer):]
@@ -245,7 +245,3 @@ class _Splicer:
 def _first_line(statement: ast.stmt) -> int:
     decorators = getattr(statement, "decorator_list", None)
     return min(statement.lineno, *(d.lineno for d in decorators)) if decorators else statement.lineno
-
-
-def _indentation(line: str) -> str:
-    return line[: len(line) - len(line.lstrip(" \t\f"))]

@@ -184,10 +184,13 @@ def source_lines(source: str) -> list[str]:
     return [m.group() for m in _LINE.finditer(source)]
 
 
+def indentation(line: str) -> str:
+    return line[: len(line) - len(line.lstrip(" \t\f"))]
+
+
 def starts_line(statement: ast.stmt, lines: list[str]) -> bool:
     """Whether only indentation comes before the statement on its first line."""
-    line = lines[statement.lineno - 1]
-    return len(line) - len(line.lstrip(" \t\f")) == statement.col_offset
+    return len(indentation(lines[statement.lineno - 1])) == statement.col_offset
 
 
 class _Builder:
