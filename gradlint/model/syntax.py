@@ -41,8 +41,7 @@ def written(node: cst.CSTNode) -> str:
 
 def code(node: cst.CSTNode) -> str:
     """Source text of a node, whitespace-normalised to one line (for messages)."""
-    if _layout_read is not None:
-        _layout_read.append(node)
+    reads_layout(node)
     return " ".join(_EMPTY.code_for_node(node).split())
 
 
