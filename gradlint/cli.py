@@ -86,6 +86,10 @@ def main() -> None:
 @click.option("--unsafe-fixes", is_flag=True, help="Apply unsafe fixes too (review them), and mark them fixable.")
 @click.option("--diff", is_flag=True, help="Print the fixes as a unified diff and change no file.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors and skipped files.")
+@click.option("-q", "--quiet", is_flag=True, help="Print the findings (and errors), nothing else: no summary, "
+              "warnings or progress.")
+@click.option("-s", "--silent", is_flag=True, help="Print nothing about the files checked (the exit status still "
+              "says what was found); a report asked for with -o is still written.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Files checked in parallel [default: the number of cores].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the cache (also GRADLINT_NO_CACHE=1).")
@@ -95,8 +99,8 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
           select: tuple[str, ...], ignore: tuple[str, ...], extend_select: tuple[str, ...],
           per_file_ignores: tuple[str, ...], exclude: tuple[str, ...], extend_exclude: tuple[str, ...],
           force_exclude: bool, config_path: str | None, isolated: bool, show_settings: bool, exit_zero: bool,
-          stdin_filename: str | None, fix: bool, unsafe_fixes: bool, diff: bool, verbose: bool,
-          jobs: int | None, no_cache: bool, cache_dir: str | None) -> None:
+          stdin_filename: str | None, fix: bool, unsafe_fixes: bool, diff: bool, verbose: bool, quiet: bool,
+          silent: bool, jobs: int | None, no_cache: bool, cache_dir: str | None) -> None:
     """Check training scripts, notebooks and directories (default: the current directory).
 
     Settings come from `[tool.gradlint]` in the nearest pyproject.toml (or gradlint.toml) above
@@ -105,6 +109,9 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
     Exit status: 0 no problems, 1 problems found, 2 usage error, bad configuration, unreadable or
     unparsable input, or an internal error.
     """
+    if quiet and silent:
+        raise click.UsageError("--quiet and --silent cannot be used together")
+    quiet = quiet or silent
     try:
         overrides = Overrides(
             selection=Selection(_codes(select, "--select"), _codes(ignore, "--ignore") or [],
@@ -122,7 +129,8 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
         # Fixing works from a fresh analysis: the cache stays out of its way.
         use_cache = not (no_cache or fix or diff or disabled_by_env())
         cache = Cache(resolve_dir(cache_dir, _project_root(resolver))) if use_cache else None
-        results = _check_all(targets, resolver, force_exclude, stdin_filename, verbose, jobs, cache)
+        results = _check_all(targets, resolver, force_exclude, stdin_filename, verbose, jobs, cache,
+                             progress=not quiet)
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
@@ -138,10 +146,10 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
     diagnostics = sorted((d for r in results for d in r.diagnostics),
                          key=lambda d: (d.filename, d.cell or 0, d.row, d.column, d.code, d.message))
     errors = [r.error for r in results if r.error is not None]
-    for r in results:
+    for r in results if not quiet else ():
         for warning in r.warnings:
             click.echo(f"warning: {warning.describe()}", err=True)
-    for error in errors:
+    for error in errors if not silent else ():  # what exit status 2 is about: shown unless --silent
         click.echo(f"error: {error.describe()}", err=True)
         if verbose and error.traceback:
             click.echo(error.traceback, err=True)
@@ -152,13 +160,16 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
                     sources={r.filename: r.source for r in results if r.source is not None},
                     notebooks={r.filename: r.notebook for r in results if r.notebook is not None},
                     unsafe_fixes=unsafe_fixes, fixed=outcome.fixed if outcome is not None and not diff else None,
-                    files_with_errors=len(errors))
+                    files_with_errors=len(errors), summary=not quiet)
     rendered = render_statistics(output_format, report) if statistics else render(output_format, report)
     if diff and outcome is not None:
         # As ruff: the diff on standard output, a count on standard error.
-        click.echo(outcome.diff, nl=False)
-        remaining = f" ({len(diagnostics)} remaining)" if diagnostics else ""
-        click.echo(f"Would fix {outcome.fixed} {'problem' if outcome.fixed == 1 else 'problems'}{remaining}.", err=True)
+        if not silent:
+            click.echo(outcome.diff, nl=False)
+        if not quiet:
+            remaining = f" ({len(diagnostics)} remaining)" if diagnostics else ""
+            click.echo(f"Would fix {outcome.fixed} {'problem' if outcome.fixed == 1 else 'problems'}{remaining}.",
+                       err=True)
         if errors:
             sys.exit(EXIT_ERROR)
         sys.exit(EXIT_FINDINGS if (outcome.diff or diagnostics) and not exit_zero else EXIT_CLEAN)
@@ -172,7 +183,7 @@ def check(paths: tuple[str, ...], output_format: str, output_file: str | None, s
         except OSError as exc:
             click.echo(f"error: cannot write {output_file}: {exc.strerror or exc}", err=True)
             sys.exit(EXIT_ERROR)
-    else:
+    elif not silent:
         click.echo(rendered, nl=False, color=color, err=source_out)
 
     if errors:
@@ -195,7 +206,7 @@ def _project_root(resolver: Resolver) -> Path:
 
 
 def _check_all(targets: list[str], resolver: Resolver, force_exclude: bool, stdin_filename: str | None,
-               verbose: bool, jobs: int | None, cache: Cache | None = None) -> list[FileResult]:
+               verbose: bool, jobs: int | None, cache: Cache | None = None, progress: bool = True) -> list[FileResult]:
     from gradlint.parallel import check_paths, default_jobs
     from gradlint.progress import Progress
 
@@ -203,12 +214,12 @@ def _check_all(targets: list[str], resolver: Resolver, force_exclude: bool, stdi
              if not (explicit and force_exclude and resolver.excluded_explicit(Path(path)))]
     # Settings are resolved here, once per directory; workers only get each file's rule codes.
     codes = [tuple(resolver.enabled_codes_of_file(path)) for path, _ in items]
-    progress = Progress(len(items))
+    shown = Progress(len(items), enabled=None if progress else False)
     try:
         results = check_paths(items, [], verbose, jobs or default_jobs(), codes_per_file=codes, cache=cache,
-                              on_result=progress.advance)
+                              on_result=shown.advance)
     finally:
-        progress.close()
+        shown.close()
     if "-" in targets:
         name = stdin_filename or "-"
         source, error = decode(sys.stdin.buffer.read(), name)

@@ -37,6 +37,9 @@ def train(model, loader, optimizer, criterion, accum_steps):
 """
 
 
+CLEAN_WITH_IMPORT = "import torch\n\n" + CLEAN
+
+
 def run(*args: str, input: bytes | None = None) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, list(args), input=input)
     return result.exit_code, result.stdout, result.stderr
@@ -313,3 +316,77 @@ def test_rule_knows_probe_only_codes() -> None:
     assert code == 0 and "amp-step-skipped (GA100)" in out and "gradlint probe" in out
     code, _, err = run("rule", "GA999")
     assert code == 2 and "unknown rule" in err
+
+
+# --quiet / --silent, as ruff's -q / -s
+
+
+@pytest.mark.parametrize("output_format", ["text", "concise"])
+def test_quiet_prints_the_findings_and_no_summary(buggy: Path, output_format: str) -> None:
+    code, out, err = run("--quiet", "--no-cache", "--output-format", output_format, str(buggy))
+    _, loud, _ = run("--no-cache", "--output-format", output_format, str(buggy))
+    assert code == 1
+    assert "GA001" in out and "Found 1 problem" in loud
+    assert "Found" not in out and "fixable" not in out
+    assert loud.startswith(out)  # the same findings, only the closing lines dropped
+    assert err == ""
+
+
+def test_quiet_on_clean_code_prints_nothing(clean: Path) -> None:
+    assert run("-q", "--no-cache", str(clean)) == (0, "", "")
+    assert "All checks passed." in run("--no-cache", str(clean))[1]
+
+
+def test_quiet_drops_warnings_but_not_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.py"
+    empty.write_text("", encoding="utf-8")
+    broken = tmp_path / "broken.py"
+    broken.write_text("def (:\n", encoding="utf-8")
+    assert "warning:" in run("--no-cache", str(empty))[2]
+    assert run("-q", "--no-cache", str(empty)) == (0, "", "")
+    code, out, err = run("-q", "--no-cache", str(broken))
+    assert code == 2 and out == ""
+    assert "error:" in err and "broken.py" in err
+
+
+def test_silent_prints_nothing_and_keeps_the_exit_status(buggy: Path, clean: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("def (:\n", encoding="utf-8")
+    assert run("--silent", "--no-cache", str(buggy)) == (1, "", "")
+    assert run("-s", "--no-cache", str(clean)) == (0, "", "")
+    assert run("-s", "--no-cache", str(broken)) == (2, "", "")
+    assert run("-s", "--no-cache", "--output-format", "json", str(buggy)) == (1, "", "")
+
+
+def test_silent_still_writes_the_report_file(buggy: Path, tmp_path: Path) -> None:
+    report = tmp_path / "out" / "report.json"
+    assert run("-s", "--no-cache", "--output-format", "json", "-o", str(report), str(buggy)) == (1, "", "")
+    assert [d["code"] for d in json.loads(report.read_text(encoding="utf-8"))] == ["GA001"]
+
+
+def test_quiet_diff_prints_the_diff_without_the_count(buggy: Path) -> None:
+    code, out, err = run("-q", "--diff", str(buggy))
+    assert code == 1 and out.startswith("---") and "+++" in out
+    assert err == ""
+    assert "Would fix" in run("--diff", str(buggy))[2]
+    assert run("-s", "--diff", str(buggy)) == (1, "", "")
+    assert buggy.read_text(encoding="utf-8") == BUGGY  # --diff changes nothing, quiet or not
+
+
+def test_quiet_and_silent_together_is_a_usage_error(buggy: Path) -> None:
+    code, _, err = run("-q", "-s", str(buggy))
+    assert code == 2 and "--quiet and --silent" in err
+
+
+def test_silent_still_says_why_the_run_could_not_happen(tmp_path: Path, buggy: Path) -> None:
+    config = tmp_path / "gradlint.toml"
+    config.write_text('select = "GA001"\n', encoding="utf-8")  # a string, not a list
+    code, out, err = run("-s", "--config", str(config), str(buggy))
+    assert code == 2 and out == "" and err.startswith("error:")
+
+
+def test_silent_fix_of_standard_input_still_prints_the_fixed_source() -> None:
+    loud = run("--fix", "-", "--stdin-filename", "train.py", input=BUGGY.encode())
+    assert loud[2] == "Found 1 problem (1 fixed, 0 remaining).\n"
+    assert run("-s", "--fix", "-", "--stdin-filename", "train.py", input=BUGGY.encode()) == (0, loud[1], "")
+    assert loud[1] == CLEAN_WITH_IMPORT

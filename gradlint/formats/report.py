@@ -23,6 +23,7 @@ class Report:
     unsafe_fixes: bool = False  # unsafe fixes count as fixable (--unsafe-fixes)
     fixed: int | None = None  # with --fix: how many findings were fixed
     files_with_errors: int = 0  # files that could not be checked (their errors went to stderr)
+    summary: bool = True  # the text formats' closing lines ("Found 3 problems ..."); not with --quiet
     _lines: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def line(self, diagnostic: Diagnostic, row: int | None = None) -> str | None:

@@ -46,8 +46,9 @@ def _summary(report: Report) -> str:
 
 def render_concise(report: Report) -> str:
     lines = [_header(report, d) for d in report.diagnostics]
-    lines.append(_summary(report))
-    return "\n".join(lines) + "\n"
+    if report.summary:
+        lines.append(_summary(report))
+    return "".join(line + "\n" for line in lines)
 
 
 def render_full(report: Report) -> str:
@@ -58,8 +59,9 @@ def render_full(report: Report) -> str:
         if excerpt:
             blocks.extend(excerpt)
         blocks.append("")
-    blocks.append(_summary(report))
-    return "\n".join(blocks) + "\n"
+    if report.summary:
+        blocks.append(_summary(report))
+    return "".join(block + "\n" for block in blocks)
 
 
 def _excerpt(report: Report, d: Diagnostic) -> list[str]:

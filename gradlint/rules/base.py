@@ -62,12 +62,11 @@ def show(event: Event) -> str:
     return f"`{event.spec.display}`"
 
 
-def via(event: Event) -> str:
-    """' (in `train_step()`)' when the event sits in a helper called from the loop."""
-    if not event.frame.via:
-        return ""
-    first = event.frame.via[0]
-    return f" (via `{code(first.func)}()`)"
+def via(event: Event, loop: TrainingLoop) -> str:
+    """' (via `train_step()`)' when the event sits in a helper that the loop calls; nothing when the
+    loop itself is in that helper (a caller's walk inlined the function holding the loop)."""
+    calls = event.frame.via[len(loop.loop.frame.via):]
+    return f" (via `{code(calls[0].func)}()`)" if calls else ""
 
 
 def step_of(loop: TrainingLoop, optimizer: str | None = None) -> str:

@@ -94,7 +94,7 @@ class ZeroGradEveryMicroBatch(Rule):
                     yield Finding(
                         self.code,
                         event.node,
-                        f"{show(event)}{via(event)} inside `accelerator.accumulate()` runs on every "
+                        f"{show(event)}{via(event, loop)} inside `accelerator.accumulate()` runs on every "
                         "micro-batch: Accelerate only skips the prepared optimizer's `zero_grad()` "
                         "mid-window, so the accumulated gradient is wiped; call "
                         "`optimizer.zero_grad()` instead",
@@ -102,7 +102,7 @@ class ZeroGradEveryMicroBatch(Rule):
                     )
 
     def _message(self, loop, event, when: When) -> str:
-        what = f"{show(event)}{via(event)}"
+        what = f"{show(event)}{via(event, loop)}"
         if loop.kind is LoopKind.INNER:
             return (
                 f"{what} runs on every micro-step of the inner loop, but {step_of(loop, event.spec.receiver)} only "

@@ -89,7 +89,7 @@ class LossNotScaled(Rule):
                 yield Finding(
                     self.code,
                     event.node,
-                    f"{show(event)}{via(event)} backpropagates `{value}`{origin} undivided, but "
+                    f"{show(event)}{via(event, loop)} backpropagates `{value}`{origin} undivided, but "
                     f"{step_of(loop)} runs only every {loop.k_phrase} micro-batches: the update is "
                     f"{loop.k_phrase} times the large-batch gradient; divide the loss by "
                     f"{loop.k_phrase}",

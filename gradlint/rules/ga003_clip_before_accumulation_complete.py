@@ -64,7 +64,7 @@ class ClipBeforeAccumulationComplete(Rule):
                         yield Finding(
                             self.code,
                             event.node,
-                            f"{show(event)}{via(event)} runs on {where}, but {step_of(loop)} only "
+                            f"{show(event)}{via(event, loop)} runs on {where}, but {step_of(loop)} only "
                             f"every {loop.k_phrase} micro-batches: it clips a partial gradient; clip once, just "
                             "before the step",
                             ga003.fix(model, loop, event),
@@ -80,7 +80,7 @@ class ClipBeforeAccumulationComplete(Rule):
                     yield Finding(
                         self.code,
                         event.node,
-                        f"{show(event)}{via(event)} inside `accelerator.accumulate()` runs on every "
+                        f"{show(event)}{via(event, loop)} inside `accelerator.accumulate()` runs on every "
                         "micro-batch: it clips a partial gradient; put it under "
                         "`if accelerator.sync_gradients:`",
                         ga003.fix(model, loop, event),

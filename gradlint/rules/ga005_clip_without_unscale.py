@@ -85,7 +85,7 @@ class ClipWithoutUnscale(Rule):
                 yield Finding(
                     self.code,
                     clip.node,
-                    f"{show(clip)}{via(clip)} clips gradients still multiplied by the loss scale of "
+                    f"{show(clip)}{via(clip, loop)} clips gradients still multiplied by the loss scale of "
                     f"`{scaler}` ({reason}): the threshold is effectively divided by the scale; call "
                     f"`{scaler}.unscale_({optimizer})` before clipping",
                     ga005.fix(model, loop, clip, scaler) if len(scalers) == 1 else None,

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import libcst as cst
 
 from gradlint.fixes.after_step import move_after
-from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, traversal
+from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, TrainingLoop, traversal
 from gradlint.model.grad_writes import writes_gradients
 from gradlint.model.syntax import dotted, keyword, last_part, positional
 from gradlint.rules.base import Finding, Rule, conditions, show, via
@@ -85,7 +85,7 @@ class ZeroGradBeforeStep(Rule):
                     # The clear then runs only with the step: unsafe when the step has conditions the
                     # clear does not (it used to clear when the step was skipped).
                     fix = move_after(model, loop, clear, step, unsafe=conditions(step) != conditions(clear))
-                    yield Finding(self.code, clear.node, _message(clear, step), fix)
+                    yield Finding(self.code, clear.node, _message(loop, clear, step), fix)
                     break
 
 
@@ -158,10 +158,10 @@ def _names_in(node: cst.CSTNode) -> set[str]:
     return found
 
 
-def _message(clear: Event, step: Event) -> str:
-    where = via(step) if via(step) != via(clear) else ""
+def _message(loop: TrainingLoop, clear: Event, step: Event) -> str:
+    where = via(step, loop) if via(step, loop) != via(clear, loop) else ""
     return (
-        f"{show(clear)}{via(clear)} runs after the last backward and before {show(step)}{where}: "
+        f"{show(clear)}{via(clear, loop)} runs after the last backward and before {show(step)}{where}: "
         "the step sees cleared gradients, so the window's gradient is thrown away; clear the "
         "gradients after the step (or before the backward)"
     )

@@ -137,7 +137,7 @@ class SchedulerStepEveryMicroBatch(Rule):
             yield Finding(
                 self.code,
                 event.node,
-                f"{show(event)}{via(event)} runs on every micro-batch inside `accelerator.accumulate()`, "
+                f"{show(event)}{via(event, loop)} runs on every micro-batch inside `accelerator.accumulate()`, "
                 f"but `{name}` was never passed to `accelerator.prepare()`: only a prepared scheduler "
                 "skips mid-window, so this one advances `gradient_accumulation_steps` times per "
                 "optimizer step; prepare it",
@@ -170,7 +170,8 @@ def _positioned(event: Event) -> bool:
 
 def _message(loop: TrainingLoop, event: Event, length: Length) -> str:
     where = "every micro-step of the inner loop" if loop.kind is LoopKind.INNER else "every micro-batch"
-    head = f"{show(event)}{via(event)} runs on {where}, but {step_of(loop)} only every {loop.k_phrase} micro-batches"
+    head = (f"{show(event)}{via(event, loop)} runs on {where}, but {step_of(loop)} only every {loop.k_phrase} "
+            "micro-batches")
     if length.unit is Unit.OPTIMIZER_STEPS:
         return (
             f"{head}: the schedule's length counts optimizer steps ({length.evidence}), so it runs "

@@ -79,8 +79,8 @@ class ScalerUpdateEveryMicroBatch(Rule):
                 yield Finding(
                     self.code,
                     step.node,
-                    f"{show(step)}{via(step)} runs on {_where(loop, step)}, but the optimizer is meant to step only "
-                    f"every {loop.k_phrase} micro-batches: it steps on a partial gradient and nothing "
+                    f"{show(step)}{via(step, loop)} runs on {_where(loop, step)}, but the optimizer is meant to step "
+                    f"only every {loop.k_phrase} micro-batches: it steps on a partial gradient and nothing "
                     "accumulates; call it under the step condition",
                 )
         unscale_every = any(loop.when(u) in _OFF_WINDOW for u in loop.of_kind(Kind.UNSCALE))
@@ -99,7 +99,7 @@ class ScalerUpdateEveryMicroBatch(Rule):
             yield Finding(
                 self.code,
                 update.node,
-                f"{show(update)}{via(update)} runs on {_where(loop, update)}, but {step_of(loop)} only every "
+                f"{show(update)}{via(update, loop)} runs on {_where(loop, update)}, but {step_of(loop)} only every "
                 f"{loop.k_phrase} micro-batches: {effect}; call it right after the scaler's step",
                 fix,
             )
@@ -125,7 +125,7 @@ class ScalerUpdateEveryMicroBatch(Rule):
                 yield Finding(
                     self.code,
                     step.node,
-                    f"{show(step)}{via(step)} runs on every micro-batch, but `{_optimizer(step)}."
+                    f"{show(step)}{via(step, loop)} runs on every micro-batch, but `{_optimizer(step)}."
                     "zero_grad()` only under a step condition: the optimizer steps on partial sums of "
                     "the window's gradient, several times per window; call the step (and "
                     "`scaler.update()`) under the same condition as `zero_grad()`",

@@ -99,7 +99,7 @@ class UnscaleEveryMicroBatch(Rule):
                 yield Finding(
                     self.code,
                     unscale.node,
-                    f"{show(unscale)}{via(unscale)} runs on {where}, but {step_of(loop)} only every "
+                    f"{show(unscale)}{via(unscale, loop)} runs on {where}, but {step_of(loop)} only every "
                     f"{loop.k_phrase} micro-batches: later micro-batches add scaled gradients to the "
                     f"unscaled ones; {effect}; unscale once per window, just before clipping and the step",
                     fix,

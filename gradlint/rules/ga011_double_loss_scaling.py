@@ -97,7 +97,7 @@ class DoubleLossScaling(Rule):
             divisor = self._divisor(model, event, k)
             if divisor is None:
                 return None
-            return (f"{show(event)}{via(event)} backpropagates a loss divided by `{code(divisor)}`, but "
+            return (f"{show(event)}{via(event, loop)} backpropagates a loss divided by `{code(divisor)}`, but "
                     f"`{receiver}` was built with `gradient_accumulation_steps={code(k)}` and divides by it "
                     "again in `backward()`: every update is K times too small; drop the division"), divisor
         if framework is Framework.DEEPSPEED and loop.kind is LoopKind.ENGINE:
@@ -109,7 +109,7 @@ class DoubleLossScaling(Rule):
             divisor = self._divisor(model, event, None)
             if divisor is None:
                 return None
-            return (f"{show(event)}{via(event)} backpropagates a loss divided by `{code(divisor)}`, but the "
+            return (f"{show(event)}{via(event, loop)} backpropagates a loss divided by `{code(divisor)}`, but the "
                     "DeepSpeed engine already divides by its `gradient_accumulation_steps` in `backward()`: "
                     "every update is K times too small; drop the division"), divisor
         return None

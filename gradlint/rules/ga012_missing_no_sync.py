@@ -94,7 +94,7 @@ class MissingNoSync(Rule):
             yield Finding(
                 self.code,
                 event.node,
-                f"(performance) {show(event)}{via(event)} {reduce} the gradients of the {wrapped[name].upper()}-"
+                f"(performance) {show(event)}{via(event, loop)} {reduce} the gradients of the {wrapped[name].upper()}-"
                 f"wrapped `{name}` on every micro-batch, but {step_of(loop)} runs only every {loop.k_phrase}: "
                 f"{loop.k_phrase} times the gradient communication per update; run the micro-batches where no "
                 f"step runs (forward and backward) under {fix}",

@@ -96,7 +96,7 @@ class TokenMeanPerMicroBatch(Rule):
                 yield Finding(
                     self.code,
                     event.node,
-                    f"{show(event)}{via(event)} backpropagates `{_short(found.origin)}`, a mean over this "
+                    f"{show(event)}{via(event, loop)} backpropagates `{_short(found.origin)}`, a mean over this "
                     f"micro-batch's {found.what}, {how}: the window's gradient is a mean of per-micro-batch "
                     "means, not the mean over the window's tokens; sum the token losses "
                     "(`reduction=\"sum\"`) and divide by the window's token count",

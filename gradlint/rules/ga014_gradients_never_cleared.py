@@ -96,7 +96,7 @@ class GradientsNeverCleared(Rule):
                 yield Finding(
                     self.code,
                     step.node,
-                    f"{show(step)}{via(step)} runs in a loop, but nothing in this file clears the "
+                    f"{show(step)}{via(step, loop)} runs in a loop, but nothing in this file clears the "
                     f"gradients it applies (no `{optimizer}.zero_grad()`, `model.zero_grad()` or "
                     "`p.grad = None`): every backward adds to `.grad`, so each step applies the sum of "
                     f"all gradients so far; call `{optimizer}.zero_grad()` after the step",
