@@ -62,7 +62,10 @@ RULES: tuple[RuleInfo, ...] = (
         severity="error",
         summary=(
             "Flags an epoch loop over a sized iterable (a DataLoader) whose step is gated on `(i + 1) % K == "
-            "0` (or an equivalent) with no last-batch clause and no step after the loop."
+            "0` (or an equivalent) with no last-batch clause and no step after the loop. A last-batch clause "
+            "that holds only in an epoch of at most K micro-batches, `or (len(loader) <= K and i + 1 == "
+            "len(loader))` (the old Hugging Face examples, `run_glue.py` and the research projects copied "
+            "from it), counts as none: a longer epoch's tail still reaches no step."
         ),
         offers_fixes=True,
     ),

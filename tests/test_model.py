@@ -64,6 +64,33 @@ def test_last_batch_clause_is_recorded() -> None:
 
 
 @pytest.mark.parametrize(
+    ("condition", "short"),
+    [
+        # the old Hugging Face examples: a last-batch clause for epochs of at most K only
+        ("(i + 1) % K == 0 or (len(it) <= K and (i + 1) == len(it))", "len(it) <= K"),
+        ("(i + 1) % K == 0 or ((i + 1) == len(it) and len(it) <= K)", "len(it) <= K"),
+        ("(i + 1) % K == 0 or (n < K and i + 1 == n)", "n < K"),
+        ("(i + 1) % K == 0 or (K >= len(it) and len(it) == i + 1)", "K >= len(it)"),
+        # a full clause beside it, before or after: every epoch's last batch steps
+        ("(i + 1) % K == 0 or (len(it) <= K and i + 1 == len(it)) or i + 1 == len(it)", None),
+        ("(i + 1) % K == 0 or i + 1 == len(it) or (len(it) <= K and i + 1 == len(it))", None),
+        # not that test: another bound, another length, no last-batch comparison, a flag
+        ("(i + 1) % K == 0 or (len(it) <= M and i + 1 == len(it))", None),
+        ("(i + 1) % K == 0 or (len(it) <= K and i + 1 == len(other))", None),
+        ("(i + 1) % K == 0 or (len(it) <= K and not done)", None),
+        ("(i + 1) % K == 0 or (len(it) > K and i + 1 == len(it))", None),
+        ("(i + 1) % K == 0 or short_epoch_last_batch", None),
+    ],
+)
+def test_short_epoch_clause(condition: str, short: str | None) -> None:
+    """Whether every alternative to the period holds only in an epoch of at most K micro-batches
+    (GA004 flags those); any other alternative is a last-batch clause, as before."""
+    found = periodicity(_expr(condition), _no_names)
+    assert found is not None and found.has_alternative
+    assert (code(found.short_epoch_test) if found.short_epoch_test is not None else None) == short
+
+
+@pytest.mark.parametrize(
     ("condition", "residue", "offset"),
     [
         ("i % K == 0", 0, 0),

@@ -16,7 +16,7 @@ from enum import Enum
 
 import libcst as cst
 
-from gradlint.model.syntax import dotted, last_part, method_name, number
+from gradlint.model.syntax import dotted, last_part, method_name, number, same_code
 
 
 class Phase(Enum):
@@ -45,6 +45,10 @@ class Periodicity:
     counter: cst.BaseExpression | None = None  # the counter under `%`, e.g. `i` in `(i + 1) % K`
     offset: float = 0.0  # `(i + 1) % K` -> 1
     has_alternative: bool = False  # `... or is_last_batch`: a last-batch clause
+    # When every alternative holds only in an epoch of at most K micro-batches (`or (len(it) <= K
+    # and i + 1 == len(it))`, old Hugging Face examples): that size test; a longer epoch's tail
+    # still reaches no step.
+    short_epoch_test: cst.Comparison | None = None
     test: cst.BinaryOperation | None = None  # the `%` itself, as written
     # ONCE holds when `test` equals this (`i % K == 0`, `not i % K`, `i % K != 0` inverted -> 0);
     # None when the gate is not a plain residue test (a reset counter, a counter difference)
@@ -169,14 +173,47 @@ def _boolean(
         if len(by_length) != 1:
             return left
         found = right if by_length[0] is left else left
+        other: cst.BaseExpression = expr.right if found is left else expr.left  # the length gate
     else:
         found = left or right
         if found is None:
             return None
+        other = expr.right if found is left else expr.left
     # `(i + 1) % K == 0 or i + 1 == len(loader)`: the other operand is a last-batch clause;
     # `(i + 1) % K != 0 and i + 1 != len(loader)` is the same clause negated (De Morgan).
     once_or = isinstance(expr.operator, cst.Or) and found.phase is Phase.ONCE
     rest_and = isinstance(expr.operator, cst.And) and found.phase is Phase.REST
     if once_or or rest_and:
-        return replace(found, has_alternative=True)
+        short = _short_epoch_test(other, found.modulus) if once_or and found.modulus is not None else None
+        if found.has_alternative and found.short_epoch_test is None:
+            short = None  # an earlier alternative covers every epoch
+        return replace(found, has_alternative=True, short_epoch_test=short)
     return found
+
+
+def _short_epoch_test(node: cst.BaseExpression, modulus: cst.BaseExpression) -> cst.Comparison | None:
+    """`len(it) <= K` in `len(it) <= K and i + 1 == len(it)` (either order; `<`, or `K >= len(it)`):
+    a last-batch clause for an epoch of at most K micro-batches only."""
+    if not (isinstance(node, cst.BooleanOperation) and isinstance(node.operator, cst.And)):
+        return None
+    for size_test, last_batch in ((node.left, node.right), (node.right, node.left)):
+        size = _at_most(size_test, modulus)
+        if size is not None and isinstance(last_batch, cst.Comparison) and len(last_batch.comparisons) == 1:
+            target = last_batch.comparisons[0]
+            if isinstance(target.operator, cst.Equal) and (
+                    same_code(last_batch.left, size) or same_code(target.comparator, size)):
+                return size_test  # type: ignore[return-value]
+    return None
+
+
+def _at_most(node: cst.BaseExpression, modulus: cst.BaseExpression) -> cst.BaseExpression | None:
+    """X in `X <= K`, `X < K`, `K >= X` or `K > X`, for K as the gate writes it."""
+    if not isinstance(node, cst.Comparison) or len(node.comparisons) != 1:
+        return None
+    target = node.comparisons[0]
+    op, left, right = target.operator, node.left, target.comparator
+    if isinstance(op, cst.LessThanEqual | cst.LessThan) and same_code(right, modulus):
+        return left
+    if isinstance(op, cst.GreaterThanEqual | cst.GreaterThan) and same_code(left, modulus):
+        return right
+    return None

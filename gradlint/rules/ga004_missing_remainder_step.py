@@ -29,6 +29,9 @@ class MissingRemainderStep(Rule):
     ## What it does
     Flags an epoch loop over a sized iterable (a DataLoader) whose step is gated on
     `(i + 1) % K == 0` (or an equivalent) with no last-batch clause and no step after the loop.
+    A last-batch clause that holds only in an epoch of at most K micro-batches, `or (len(loader)
+    <= K and i + 1 == len(loader))` (the old Hugging Face examples, `run_glue.py` and the research
+    projects copied from it), counts as none: a longer epoch's tail still reaches no step.
 
     The loop is a `for` over the loader, or a `while True:` that draws `batch = next(it)` from an
     `it = iter(loader)` made right before it, ends only when `it` runs dry (`except StopIteration:
@@ -88,7 +91,8 @@ class MissingRemainderStep(Rule):
     accumulating, `require_backward_grad_sync`, a second flag): review that condition too. With a
     counter of its own (`seen += 1` before the gate), the step block is repeated after the loop
     under `if seen % K != 0:` (unsafe: a guess at the counter's final value). No fix when the gate
-    tests anything else (`and not dry_run`), nor for a `while True:` loop.
+    tests anything else (`and not dry_run`), nor for a short-epoch clause (make it a plain
+    `or (i + 1) == len(loader)`), nor for a `while True:` loop.
     """
 
     code = "GA004"
@@ -103,7 +107,8 @@ class MissingRemainderStep(Rule):
                 continue
             periodic = loop.gate.periodic
             counter = loop_counter(loop.loop)
-            if not counter.sized or periodic.has_alternative or periodic.modulus is None:
+            if not counter.sized or periodic.modulus is None or (
+                    periodic.has_alternative and periodic.short_epoch_test is None):
                 continue
             if dotted(periodic.counter) not in counter.names:
                 continue  # a global counter: windows run across epochs
@@ -149,10 +154,17 @@ def _message(loop: TrainingLoop, periodic: Periodicity, clear: Event | None, ope
     iterable = drained_iterable(loop.loop) or loop_iterable(loop.loop) or loop.loop.node.iter  # type: ignore[attr-defined]
     length = f"len({_iterable_text(iterable)})"
     k = code(periodic.modulus)
-    head = f"the step runs only when `{code(loop.gate.expr)}`, with no last-batch clause and no step after the loop"
+    if periodic.short_epoch_test is not None:
+        head = (f"the step's last-batch clause holds only in an epoch of at most `{k}` micro-batches "
+                f"(`{code(periodic.short_epoch_test)}`), and no step follows the loop")
+    else:
+        head = f"the step runs only when `{code(loop.gate.expr)}`, with no last-batch clause and no step after the loop"
     unit = "epoch" if loop.loop.chain else "loop"
     if opens_with_step:  # steps at micro-batches 0, K, 2K, ...: the tail is what follows the last of them
         when, tail = f"unless `{length} % {k} == 1`", f"the micro-batches after the {unit}'s last step"
+    elif periodic.short_epoch_test is not None:
+        when = f"when `{length}` is over `{k}` and not a multiple of it"
+        tail = f"the {unit}'s last `{length} % {k}` micro-batches"
     else:
         when, tail = f"when `{length}` is not a multiple of `{k}`", f"the {unit}'s last `{length} % {k}` micro-batches"
     if clear is not None:
