@@ -12,6 +12,10 @@ with `--verbose`, and unparsable files are rare.
 
 Two runs may share a cache: an entry is written to a temporary file and renamed into place, an entry that
 cannot be read or decoded is a miss, and a directory that cannot be written turns writing off silently.
+
+Pruned at most once a day, after a run that analysed files (`Cache.prune`): entries unused for 30 days (a hit
+renews an entry's time), other gradlint versions' directories and other analysers' clean indexes untouched
+for 7 days, and temporary files a killed run left behind.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -38,6 +43,13 @@ DEFAULT_DIR_NAME = ".gradlint_cache"
 DIR_ENV = "GRADLINT_CACHE_DIR"
 OFF_ENV = "GRADLINT_NO_CACHE"  # as RUFF_NO_CACHE
 _FORMAT = 2  # bump when the entry layout changes
+_DAY_S = 24 * 3600
+ENTRY_MAX_AGE_S = 30 * _DAY_S  # an entry not written or hit for this long is removed
+OTHER_MAX_AGE_S = 7 * _DAY_S  # another version's directory, another analyser's clean index
+TEMP_MAX_AGE_S = _DAY_S  # a temporary file this old belongs to no live writer
+PRUNE_EVERY_S = _DAY_S
+_PRUNE_MARK = "last-prune"
+_KEY_NAME = re.compile(r"[0-9a-f]{64}")
 # https://bford.info/cachedir/: backup tools skip a directory holding this file.
 CACHEDIR_TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                 "# This file is a cache directory tag created by gradlint.\n"
@@ -114,6 +126,8 @@ class Cache:
                         for reason, row in data["w"]]
         except (OSError, ValueError, TypeError, KeyError):
             return None  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        with contextlib.suppress(OSError):  # in use: pruning keeps it (a read-only cache stays as it is)
+            os.utime(self._entry(key))
         return diagnostics, warnings
 
     def store(self, key: str, diagnostics: list[Diagnostic], warnings: list[FileWarning]) -> None:
@@ -129,6 +143,49 @@ class Cache:
             _write_atomically(self._entry(key), payload)
         except OSError:
             self.writable = False  # read-only checkout, full disk: checking goes on without the cache
+
+    def prune(self, now: float | None = None) -> None:
+        """Remove what no run can use any more, at most once every PRUNE_EVERY_S (called after a run
+        that analysed files, and so may have written some): entries unused for ENTRY_MAX_AGE_S,
+        other versions' directories and other analysers' clean indexes untouched for
+        OTHER_MAX_AGE_S, temporary files older than TEMP_MAX_AGE_S. Only names of gradlint's own
+        making are touched, and only in a directory holding gradlint's tag; a file another run
+        removes first, or that cannot be removed, is left alone."""
+        if not self.writable:
+            return
+        now = time.time() if now is None else now
+        mark = self.directory / _PRUNE_MARK
+        try:
+            if now - mark.stat().st_mtime < PRUNE_EVERY_S:
+                return
+        except OSError:
+            pass  # never pruned here
+        try:
+            if "created by gradlint" not in (self.directory / "CACHEDIR.TAG").read_text(encoding="utf-8"):
+                return
+            _write_atomically(mark, b"")
+            os.utime(mark, (now, now))
+        except (OSError, ValueError):
+            return
+        current = self.directory / __version__
+        clean_index = f"clean-{analyser_fingerprint()}.json"
+        for item in _listing(self.directory):
+            if (item.is_dir(follow_symlinks=False) and item.name != __version__ and _VERSION_NAME.fullmatch(item.name)
+                    and _older(item, now, OTHER_MAX_AGE_S) and _newest_inside(item) < now - OTHER_MAX_AGE_S):
+                shutil.rmtree(item.path, ignore_errors=True)
+        for item in _listing(current):
+            name = item.name
+            if _KEY_NAME.fullmatch(name):
+                limit = ENTRY_MAX_AGE_S
+            elif name.startswith("clean-") and name.endswith(".json") and name != clean_index:
+                limit = OTHER_MAX_AGE_S
+            elif name.startswith(".tmp-"):
+                limit = TEMP_MAX_AGE_S
+            else:
+                continue
+            if _older(item, now, limit):
+                with contextlib.suppress(OSError):
+                    os.unlink(item.path)
 
     def _prepare(self) -> None:
         if self._prepared:
@@ -181,6 +238,33 @@ class CleanIndex:
             _write_atomically(self.path, json.dumps(self.entries, separators=(",", ":")).encode())
         except OSError:
             self.cache.writable = False
+
+
+_VERSION_NAME = re.compile(r"\d+\.\d+[\w.+-]*")  # the directories `_entry` makes: gradlint's versions
+
+
+def _listing(directory: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(directory) as entries:
+            return list(entries)
+    except OSError:
+        return []
+
+
+def _older(item: os.DirEntry[str], now: float, limit: float) -> bool:
+    try:
+        return item.stat(follow_symlinks=False).st_mtime < now - limit
+    except OSError:
+        return False
+
+
+def _newest_inside(directory: os.DirEntry[str]) -> float:
+    """The latest modification time of the files in a version's directory (a hit renews one)."""
+    newest = 0.0
+    for item in _listing(Path(directory.path)):
+        with contextlib.suppress(OSError):
+            newest = max(newest, item.stat(follow_symlinks=False).st_mtime)
+    return newest
 
 
 def _fix_to(fix: TextFix | None) -> list[Any] | None:

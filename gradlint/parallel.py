@@ -109,6 +109,8 @@ def check_paths(items: Sequence[tuple[str, bool]], codes: Sequence[str], verbose
         if i in stats and result.error is None and not result.diagnostics and not result.warnings:
             index.record(items[i][0], stats[i], per_file[i])
     index.save()
+    if rest:  # files were analysed, so entries may have been written: a day's pruning is due, perhaps
+        cache.prune()
     return [results[i] for i in range(len(items))]
 
 

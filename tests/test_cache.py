@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -367,3 +368,106 @@ def test_warm_tree_is_answered_before_any_worker_starts(corpus: Path, tmp_path: 
     handed.clear()
     code, diagnostics, _ = _report(*args)
     assert code == 1 and handed == [1] and any(d["filename"].endswith("plain_0.py") for d in diagnostics)
+
+
+# Pruning: what no run can use any more goes, at most once a day.
+
+DAY = 24 * 3600
+
+
+def _aged(path: Path, now: float, days: float) -> Path:
+    os.utime(path, (now - days * DAY, now - days * DAY))
+    return path
+
+
+def _filled_cache(tmp_path: Path, now: float) -> tuple[Cache, dict[str, Path]]:
+    """A cache with something of every kind pruning judges, each as old as its name says."""
+    cache = Cache(tmp_path / "c")
+    keys = [cache.key(f"x = {n}\n", ["GA001"], True) for n in range(3)]
+    for key in keys:
+        cache.store(key, [], [])
+    version = tmp_path / "c" / checker_version()
+    other_old, other_new = tmp_path / "c" / "0.0.9", tmp_path / "c" / "0.0.8"
+    for directory, days in ((other_old, 8), (other_new, 2)):
+        directory.mkdir()
+        (directory / ("a" * 64)).write_bytes(b"{}")
+        _aged(directory / ("a" * 64), now, days)
+        _aged(directory, now, days)
+    paths = {
+        "entry unused 31 days": _aged(version / keys[0], now, 31),
+        "entry unused 29 days": _aged(version / keys[1], now, 29),
+        "entry just written": version / keys[2],
+        "other analyser's index, 8 days": version / "clean-0123456789abcdef.json",
+        "other analyser's index, 2 days": version / "clean-fedcba9876543210.json",
+        "temporary file, 2 days": version / ".tmp-dead",
+        "temporary file, just now": version / ".tmp-live",
+        "someone's file": tmp_path / "c" / "notes.txt",
+        "someone's directory": tmp_path / "c" / "mine",
+        "older version, 8 days": other_old,
+        "older version, 2 days": other_new,
+    }
+    for name in ("other analyser's index, 8 days", "other analyser's index, 2 days", "temporary file, 2 days",
+                 "temporary file, just now", "someone's file"):
+        paths[name].write_text("{}")
+    paths["someone's directory"].mkdir()
+    for name, path in paths.items():
+        days = re.search(r"(\d+) days", name)
+        if days and not name.startswith(("entry", "older")):
+            _aged(path, now, int(days.group(1)))
+    _aged(paths["someone's file"], now, 400)
+    _aged(paths["someone's directory"], now, 400)
+    return cache, paths
+
+
+def test_prune_removes_only_what_no_run_can_use(tmp_path: Path) -> None:
+    now = time.time()
+    cache, paths = _filled_cache(tmp_path, now)
+    cache.prune(now)
+    gone = {name for name, path in paths.items() if not path.exists()}
+    assert gone == {"entry unused 31 days", "other analyser's index, 8 days", "temporary file, 2 days",
+                    "older version, 8 days"}
+    assert (tmp_path / "c" / "CACHEDIR.TAG").exists() and (tmp_path / "c" / ".gitignore").exists()
+
+
+def test_prune_runs_at_most_once_a_day(tmp_path: Path) -> None:
+    now = time.time()
+    cache, paths = _filled_cache(tmp_path, now)
+    cache.prune(now)
+    stale = _aged(paths["entry unused 29 days"], now, 40)
+    cache.prune(now + 3600)
+    assert stale.exists()  # pruned an hour ago: not yet
+    cache.prune(now + 1.5 * DAY)
+    assert not stale.exists()
+
+
+def test_a_hit_keeps_an_entry(tmp_path: Path) -> None:
+    now = time.time()
+    cache = Cache(tmp_path / "c")
+    key = cache.key("x = 1\n", ["GA001"], True)
+    cache.store(key, [], [])
+    entry = _aged(tmp_path / "c" / checker_version() / key, now, 31)
+    assert cache.load(key, "train.py") == ([], [])
+    cache.prune(now)
+    assert entry.exists()
+
+
+def test_prune_leaves_a_directory_without_our_tag_alone(tmp_path: Path) -> None:
+    now = time.time()
+    cache, paths = _filled_cache(tmp_path, now)
+    (tmp_path / "c" / "CACHEDIR.TAG").unlink()
+    cache.prune(now)
+    assert all(path.exists() for path in paths.values())
+
+
+def test_a_run_that_analyses_files_prunes(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(BUGGY)
+    cache_dir = tmp_path / "c"
+    run("check", "--cache-dir", str(cache_dir), str(script))
+    (entry,) = (cache_dir / checker_version()).iterdir()
+    (cache_dir / "last-prune").unlink()
+    _aged(entry, time.time(), 31)
+    script.write_text(BUGGY + "\n# edited\n")  # analysed again: a new entry, and the old one pruned
+    run("check", "--cache-dir", str(cache_dir), str(script))
+    assert not entry.exists()
+    assert len(list((cache_dir / checker_version()).iterdir())) == 1
