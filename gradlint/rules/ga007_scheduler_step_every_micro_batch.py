@@ -54,7 +54,8 @@ class SchedulerStepEveryMicroBatch(Rule):
     (`get_constant_schedule`, `get_scheduler("constant", ...)`); schedulers stepped
     once per window or per epoch; and Accelerate-prepared schedulers inside
     `accelerator.accumulate()`, which skip mid-window (a scheduler that was never passed to
-    `accelerator.prepare()` does not skip, and is flagged unless its length counts micro-batches).
+    `accelerator.prepare()` does not skip, and is flagged unless its length counts micro-batches;
+    in a helper, the scheduler is the one its caller passes).
 
     ## Example
     ```python
@@ -127,7 +128,8 @@ class SchedulerStepEveryMicroBatch(Rule):
         if model.facts.accelerator_divides(accelerator) is not True:
             return
         for event in loop.of_kind(Kind.SCHEDULER_STEP):
-            name = event.spec.receiver
+            # A helper's parameter (`schedule.step()`) is the scheduler its caller passes.
+            name = event.frame.origin(event.spec.receiver) if event.spec.receiver else None
             if loop.when(event) not in _OFF_WINDOW or _positioned(event) or name is None:
                 continue
             if model.facts.constructor(name) is None or last_part(name) in model.facts.prepared:
