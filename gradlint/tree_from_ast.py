@@ -553,15 +553,21 @@ class _Builder:
     # the builders below list only the nodes they make inside it (arguments, targets, names).
 
     def expr(self, node: ast.expr, needs: int = 0) -> cst.BaseExpression:
-        builder = self.expr_builders.get(type(node))
-        if builder is None:  # a kind newer than this module (3.14's template strings), or out of place
-            raise Unsupported(type(node).__name__)
+        kind = type(node)
         nodes, ends = self.nodes, self.ends
+        if kind is ast.Name:  # a third of all expressions: a leaf, never bracketed
+            built: cst.BaseExpression = _make.Name(node.id)  # type: ignore[attr-defined]
+            nodes.append(built)
+            ends.append(len(ends) + 1)
+            return built
+        builder = self.expr_builders.get(kind)
+        if builder is None:  # a kind newer than this module (3.14's template strings), or out of place
+            raise Unsupported(kind.__name__)
         position = len(ends)
         ends.append(0)
         nodes.append(None)
         built = builder(node)
-        if needs and _rank(node) < needs and not built.lpar:
+        if needs and kind not in _ATOMS and _rank(node) < needs and not built.lpar:
             built = built.with_changes(lpar=_PAREN[0], rpar=_PAREN[1])
         nodes[position] = built
         ends[position] = len(ends)
@@ -792,6 +798,9 @@ def _rank(node: ast.expr) -> int:
     return _RANKS.get(kind, _ATOM)
 
 
+# Kinds `_rank` puts at the top: they never need brackets.
+_ATOMS = frozenset({ast.Attribute, ast.Call, ast.Constant, ast.Subscript, ast.List, ast.Dict, ast.Set,
+                    ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.JoinedStr})
 _RANKS: dict[type, int] = {ast.Compare: _CMP, ast.IfExp: _TEST, ast.Lambda: _TEST, ast.NamedExpr: _NAMED,
                            ast.Await: _AWAIT, ast.Yield: _YIELD, ast.YieldFrom: _YIELD, ast.Tuple: _TUPLE,
                            ast.Starred: _EXPR}
