@@ -81,10 +81,16 @@ def walk_loops(module: cst.Module, facts: ModuleFacts, scopes: ScopeCache) -> li
         for loop in build_loops(walker.walk(root, cls), facts.prepared):
             key = id(loop.loop.node)
             # The same loop is reached from its own function and from every caller that
-            # inlines it; the walk that saw the most enclosing loops knows the most.
-            if key not in best or len(loop.loop.chain) > len(best[key].loop.chain):
+            # inlines it; the walk that saw the most enclosing loops knows the most, and of
+            # walks that saw as many, one from a caller knows what its parameters are.
+            if key not in best or _knows_more(loop, best[key]):
                 best[key] = loop
     return list(best.values())
+
+
+def _knows_more(loop: TrainingLoop, other: TrainingLoop) -> bool:
+    mine, theirs = len(loop.loop.chain), len(other.loop.chain)
+    return mine > theirs or (mine == theirs and len(loop.loop.frame.via) > len(other.loop.frame.via))
 
 
 __all__ = [

@@ -9,7 +9,7 @@ import libcst as cst
 
 from gradlint.fixes.after_step import move_after
 from gradlint.model import Event, Kind, LoopKind, ModuleModel, TrainingLoop, When, traversal
-from gradlint.model.syntax import code, dotted, last_part, method_name, positional, string
+from gradlint.model.syntax import code, dotted, last_part, method_name, number, positional, string
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
 _OFF_WINDOW = (When.EVERY, When.REST)
@@ -43,13 +43,15 @@ class SchedulerStepEveryMicroBatch(Rule):
     run trains most of its steps at the final learning rate and nothing fails.
 
     Not flagged: a schedule whose length counts micro-batches (`len(loader) * epochs` or
-    `data.num_batches * epochs`, not divided by K, or a step count multiplied by K,
-    `max_train_steps * K`): it spans the whole run, and the
-    learning rate each optimizer step sees is on schedule; a scheduler built by a helper out of
-    sight from a whole namespace (`create_scheduler(optimizer, args)`) when a length field this file
-    sets on it counts micro-batches (`args.max_step = args.max_epoch * data.num_batches`) and none is
-    divided by K, also where the scheduler reaches the stepping helper as a parameter (it is the one
-    the caller passes);
+    `data.num_batches * epochs`, not divided by K; a step count multiplied by K,
+    `max_train_steps * K`; or the budget at which the micro-batch loop returns,
+    `if global_step >= num_steps: return` with `global_step += 1` on every micro-batch, as its
+    caller passes it): it spans the whole run, and the learning rate each optimizer step sees is
+    on schedule; a scheduler built by a helper out of sight from a whole namespace
+    (`create_scheduler(optimizer, args)`) when a length field this file sets on it counts
+    micro-batches (`args.max_step = args.max_epoch * data.num_batches`) and none is divided by K,
+    also where the scheduler reaches the stepping helper as a parameter (it is the one the caller
+    passes);
     `scheduler.step(metric)` (`ReduceLROnPlateau`) and `scheduler.step(epoch)`; constant schedules
     (`get_constant_schedule`, `get_scheduler("constant", ...)`); schedulers stepped
     once per window or per epoch; and Accelerate-prepared schedulers inside
@@ -211,7 +213,78 @@ def schedule_length(model: ModuleModel, scheduler: str | None, loop: TrainingLoo
     bound = _loop_bound(loop.loop.node)
     if found.counts_batches or (bound is not None and bound in found.names):
         return Length(Unit.MICRO_BATCHES)
+    if any(last_part(budget) in found.names for budget in _micro_batch_budgets(loop)):
+        return Length(Unit.MICRO_BATCHES)
     return Length(Unit.UNKNOWN)
+
+
+def _micro_batch_budgets(loop: TrainingLoop) -> list[str]:
+    """`num_steps` where the micro-batch loop ends training once a counter it advances by one on
+    every pass reaches it (`global_step += 1` ... `if global_step >= num_steps: return`; `break`
+    when no loop encloses it), named as the caller that hands it down names it (`max_train_steps`):
+    a schedule of that length counts micro-batches."""
+    node = loop.loop.node
+    if not isinstance(node, cst.For | cst.While):
+        return []
+    scan = _Budgets(may_break=not any(isinstance(n, cst.For | cst.While) for n in loop.loop.chain))
+    traversal.visit(node.body, scan)
+    return [loop.loop.frame.origin(bound) for counter, bound in scan.exits if counter in scan.advanced]
+
+
+class _Budgets(cst.CSTVisitor):
+    """In a loop's body, outside any `if` or inner loop (so: on every pass): the counters advanced by
+    one (`step += 1`), and each `if <counter> >= <bound>:` (`>`, `==`) that returns (or breaks), as
+    (counter, bound) names."""
+
+    def __init__(self, may_break: bool) -> None:
+        self.may_break = may_break
+        self.depth = 0  # ifs and loops around the node, inside the body
+        self.advanced: set[str] = set()
+        self.exits: list[tuple[str, str]] = []
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False  # not the loop's code
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        return False
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        name = dotted(node.target)
+        if self.depth == 0 and name and isinstance(node.operator, cst.AddAssign) and number(node.value) == 1:
+            self.advanced.add(name)
+
+    def visit_If(self, node: cst.If) -> None:
+        if self.depth == 0:
+            self._exit(node)
+        self.depth += 1
+
+    def leave_If(self, original_node: cst.If) -> None:
+        self.depth -= 1
+
+    def visit_For(self, node: cst.For) -> None:
+        self.depth += 1
+
+    def leave_For(self, original_node: cst.For) -> None:
+        self.depth -= 1
+
+    def visit_While(self, node: cst.While) -> None:
+        self.depth += 1
+
+    def leave_While(self, original_node: cst.While) -> None:
+        self.depth -= 1
+
+    def _exit(self, node: cst.If) -> None:
+        test = node.test
+        if node.orelse is not None or not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1):
+            return
+        target = test.comparisons[0]
+        counter, bound = dotted(test.left), dotted(target.comparator)
+        last = node.body.body[-1] if node.body.body else None  # a line, or in `if c: return` a small statement
+        last = last.body[-1] if isinstance(last, cst.SimpleStatementLine) else last
+        ends = isinstance(last, cst.Return) or (self.may_break and isinstance(last, cst.Break))
+        if counter and bound and ends and isinstance(target.operator, cst.GreaterThanEqual | cst.GreaterThan
+                                                      | cst.Equal):
+            self.exits.append((counter, bound))
 
 
 def _loop_bound(node: cst.CSTNode) -> str | None:
