@@ -467,7 +467,9 @@ def test_framework_kinds() -> None:
     assert sorted(loop.kind.value for loop in model.loops) == ["accelerate", "engine"]
 
 
-def test_gan_with_a_discriminator_stepping_every_batch_is_mixed() -> None:
+def test_gan_generator_updated_every_nth_pass_accumulates_nothing() -> None:
+    """WGAN / BasicSR: the generator's backward runs under its own step's gate, the discriminator's
+    backward on every pass before its every-pass step: each optimizer applies its own pass."""
     loop = _only_loop("""
         for i, real in enumerate(loader):
             opt_d.zero_grad()
@@ -479,8 +481,52 @@ def test_gan_with_a_discriminator_stepping_every_batch_is_mixed() -> None:
                 criterion(D(G(z)), ones).backward()
                 opt_g.step()
     """)
+    assert loop.kind is LoopKind.PLAIN
+    loop = _only_loop("""
+        for it, (x, y) in enumerate(loader):
+            opt_g.zero_grad()
+            out = net_g(x)
+            if it % n_d == 0:
+                net_d(out).mean().backward()
+                opt_g.step()
+            opt_d.zero_grad()
+            net_d(out.detach()).mean().backward()
+            opt_d.step()
+    """)
+    assert loop.kind is LoopKind.PLAIN
+
+
+def test_gan_with_a_backward_on_every_pass_and_a_gated_step_is_mixed() -> None:
+    """The generator's backward runs on every pass but its step every n-th: which backward feeds
+    which optimizer is beyond a static look (`mixed`), and the loop stays a gated one."""
+    loop = _only_loop("""
+        for i, real in enumerate(loader):
+            g_loss = criterion(D(G(z)), ones)
+            g_loss.backward()
+            if i % n_critic == 0:
+                opt_g.step()
+                opt_g.zero_grad()
+            opt_d.zero_grad()
+            d_loss = criterion(D(real), ones)
+            d_loss.backward()
+            opt_d.step()
+    """)
     assert loop.kind is LoopKind.GATED and loop.mixed
-    assert [code(e.spec.value) for e in loop.accumulating_backwards()] == ["d_loss"]
+    assert [code(e.spec.value) for e in loop.accumulating_backwards()] == ["g_loss", "d_loss"]
+    loop = _only_loop("""
+        for i, real in enumerate(loader):
+            opt_d.zero_grad()
+            d_loss = criterion(D(real), ones)
+            d_loss.backward()
+            opt_d.step()
+            aux = criterion(G(z), target)
+            aux.backward()
+            if i % n_critic == 0:
+                criterion(D(G(z)), ones).backward()
+                opt_g.step()
+                opt_g.zero_grad()
+    """)
+    assert loop.kind is LoopKind.GATED  # `aux` runs after the discriminator's last step: it accumulates
 
 
 def test_training_only_every_kth_batch_accumulates_nothing() -> None:

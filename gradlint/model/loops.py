@@ -495,6 +495,18 @@ def _gate_of(loop: TrainingLoop, steps: list[Event]) -> tuple[Guard | None, list
     return gate, gated
 
 
+def _alternating(loop: TrainingLoop, backwards: list[Event], steps: list[Event], gated: list[Event]) -> bool:
+    """The gated optimizer's backward runs under its gate too, and every backward that runs on the
+    other passes is followed in the pass by the step of another optimizer, one that steps on every
+    pass (`if it % n_d == 0: loss_g.backward(); opt_g.step()` then `loss_d.backward(); opt_d.step()`):
+    each optimizer applies the gradient of its own pass, and nothing accumulates."""
+    names = {s.spec.optimizer or s.spec.receiver for s in gated}
+    if None in names or not any(loop.when(b) is When.ONCE for b in backwards):
+        return False
+    every = [s for s in steps if loop.when(s) is When.EVERY and (s.spec.optimizer or s.spec.receiver) not in names]
+    return all(any(s.order > b.order for s in every) for b in backwards if loop.when(b) is not When.ONCE)
+
+
 def _key(nodes: tuple[cst.CSTNode, ...]) -> tuple[int, ...]:
     return tuple(map(id, nodes))
 
@@ -531,6 +543,8 @@ def build_loops(walk: WalkResult, prepared: set[str] | frozenset[str] = frozense
             loop.kind = LoopKind.GATED  # provisionally, so that `when` reads the gate
             if gate is not None and all(loop.when(b) is When.ONCE for b in backwards):
                 gate = None  # backward and step both run once per K batches: nothing accumulates
+            if gate is not None and _alternating(loop, backwards, steps, gated):
+                gate = None  # a GAN's generator updated every n-th pass, its discriminator on every one
             if gate is not None and _k_from_deepspeed_or_one(gate, gated, prepared):
                 gate = None
             if gate is not None and info.implicit and _optimizers_built_here(gated):
