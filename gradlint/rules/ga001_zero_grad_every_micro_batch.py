@@ -27,7 +27,10 @@ class ZeroGradEveryMicroBatch(Rule):
     optimizer.zero_grad(); continue`), in an inner per-task loop whose gradients are then written
     back by hand (PCGrad-style surgery), or on an Accelerate-prepared optimizer inside
     `accelerator.accumulate()` (Accelerate skips it mid-window). `model.zero_grad()` inside
-    `accumulate()` is flagged: Accelerate does not skip it.
+    `accumulate()` is flagged: Accelerate does not skip it. Nor a GAN that updates its generator
+    every n-th iteration (`if it % n_d == 0: loss_g.backward(); opt_g.step()`) and its
+    discriminator on every one: the generator's backward runs under its step's condition, so
+    nothing accumulates.
 
     ## Example
     ```python
