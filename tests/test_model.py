@@ -640,3 +640,40 @@ def test_classify_call_names_every_event_form(call: str, kinds: list[Kind]) -> N
     module = cst.parse_module(f"optimizer = torch.optim.AdamW(params)\nscaler = GradScaler()\n{call}\n")
     node = module.body[-1].body[0].value  # type: ignore[attr-defined]
     assert [spec.kind for spec in classify_call(node, collect_facts(module))] == kinds
+
+
+def test_a_probe_backward_cleared_before_any_step_is_discarded() -> None:
+    loop = _only_loop("""
+        for i, (x, y) in enumerate(loader):
+            if probe_now(state):
+                if aux is not None:
+                    (f(x) + aux).backward()
+                else:
+                    f(x).backward()
+                optimizer.zero_grad()
+            (g(x) / K).backward()
+            if (i + 1) % K == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    """)
+    probes, main = loop.of_kind(Kind.BACKWARD)[:2], loop.of_kind(Kind.BACKWARD)[2]
+    assert all(loop.discarded(b) for b in probes)
+    assert not loop.discarded(main)  # the window's own backward: the step uses it
+    loop = _only_loop("""
+        for i, (x, y) in enumerate(loader):
+            (g(x) / K).backward()
+            optimizer.zero_grad()
+            if (i + 1) % K == 0:
+                optimizer.step()
+    """)
+    assert not loop.discarded(loop.of_kind(Kind.BACKWARD)[0])  # unconditional: GA001's bug, not a probe
+    loop = _only_loop("""
+        for i, (x, y) in enumerate(loader):
+            if probe_now(state):
+                f(x).backward()
+                if (i + 1) % K == 0:
+                    optimizer.step()
+                optimizer.zero_grad()
+            (g(x) / K).backward()
+    """)
+    assert not loop.discarded(loop.of_kind(Kind.BACKWARD)[0])  # a step may use it first

@@ -69,6 +69,26 @@ class TrainingLoop:
         return [e for e in self.of_kind(Kind.BACKWARD)
                 if self.in_loop(e) and self.when(e) in (When.EVERY, When.REST)]
 
+    def discarded(self, backward: Event) -> bool:
+        """A backward whose gradient is cleared before any step can use it (`discarding`)."""
+        return self.discarding(backward) is not None
+
+    def discarding(self, backward: Event) -> Event | None:
+        """The `zero_grad()` that clears a conditional backward's gradient before any step can use it
+        (a probe: `if every_n_steps(...):` a forward and backward, then `optimizer.zero_grad()`): the
+        next step or clear after it, when that is a clear that runs whenever the backward did (under
+        the same conditions, or some of them). How such a backward is scaled changes no update. An
+        unconditional backward cleared at once is the window's own, and its clear GA001's bug."""
+        guards = self.inner_guards(backward)
+        if not guards:
+            return None
+        later = [e for e in self.events if e.order > backward.order and e.kind in (Kind.STEP, Kind.ZERO_GRAD)]
+        first = min(later, key=lambda e: e.order, default=None)
+        if first is None or first.kind is not Kind.ZERO_GRAD:
+            return None
+        clear = self.inner_guards(first)
+        return first if clear == guards[: len(clear)] else None
+
     @property
     def depth(self) -> int:
         return len(self.loop.chain)

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import libcst as cst
+
 from gradlint.fixes import ga001
-from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Role, When
+from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, TrainingLoop, When, traversal
 from gradlint.model.grad_writes import writes_gradients
-from gradlint.model.syntax import code
+from gradlint.model.syntax import code, dotted
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
 
@@ -30,7 +32,9 @@ class ZeroGradEveryMicroBatch(Rule):
     `accumulate()` is flagged: Accelerate does not skip it. Nor a GAN that updates its generator
     every n-th iteration (`if it % n_d == 0: loss_g.backward(); opt_g.step()`) and its
     discriminator on every one: the generator's backward runs under its step's condition, so
-    nothing accumulates.
+    nothing accumulates. Nor a clear in a block that asserts no gradient is there (`assert
+    next(model.parameters()).grad is None`, a probe at a window's start): that block can only
+    run where nothing has accumulated.
 
     ## Example
     ```python
@@ -61,7 +65,9 @@ class ZeroGradEveryMicroBatch(Rule):
     further condition (`if not overflow:`), which would skip the clear too. Under Accelerate,
     `model.zero_grad()` becomes `optimizer.zero_grad()`: unsafe, since the optimizer may not hold every
     parameter. No fix when the step is ambiguous (several optimizers) or done by a call that steps
-    under a flag, when the clearing is `p.grad = None` in a loop, or when the call shares its line.
+    under a flag, when the clearing is `p.grad = None` in a loop, when the call shares its line, or
+    when it cancels a probe's backward (moved after the step, it would let the probe's gradient into
+    the window: move the probe to a window's start instead).
     """
 
     code = "GA001"
@@ -86,8 +92,13 @@ class ZeroGradEveryMicroBatch(Rule):
                     receiver = event.spec.receiver
                     if stepped_every and receiver not in loop.accumulating_optimizers:
                         continue  # GAN-style: another optimizer steps every iteration
+                    if _asserted_clear(model, loop, event):
+                        continue  # its block runs only where no gradient has accumulated yet
+                    # A clear that cancels a probe's backward cannot move after the step: the probe's
+                    # gradient would join the window's. The probe must move (or save the gradients).
+                    probe = any(loop.discarding(b) is event for b in loop.of_kind(Kind.BACKWARD))
                     yield Finding(self.code, event.node, self._message(loop, event, when),
-                                  ga001.fix(model, loop, event))
+                                  None if probe else ga001.fix(model, loop, event))
             elif loop.kind is LoopKind.ACCELERATE:
                 for event in loop.of_kind(Kind.ZERO_GRAD):
                     if loop.when(event) not in (When.EVERY, When.REST):
@@ -120,3 +131,40 @@ class ZeroGradEveryMicroBatch(Rule):
             f"{what} runs on every micro-batch, but {step_of(loop, event.spec.receiver)} only every "
             f"{loop.k_phrase} micro-batches: the accumulated gradient is wiped before each step"
         )
+
+
+def _asserted_clear(model: ModuleModel, loop: TrainingLoop, event: Event) -> bool:
+    """The clear sits in an `if` block of the loop that asserts no gradient is there
+    (`assert next(model.parameters()).grad is None`): the block runs only where nothing has
+    accumulated (at a window's start), or it would fail. A probe: a forward and backward whose
+    gradient the clear then removes."""
+    for guard in loop.inner_guards(event):
+        block = model.parents.get(id(guard.expr))
+        if isinstance(block, cst.If) and block.test is guard.expr and _asserts_no_grad(block.body):
+            return True
+    return False
+
+
+def _asserts_no_grad(body: cst.BaseSuite) -> bool:
+    for line in getattr(body, "body", ()):
+        for small in getattr(line, "body", ()) if isinstance(line, cst.SimpleStatementLine) else ():
+            if isinstance(small, cst.Assert):
+                finder = _NoGradTest()
+                traversal.visit(small.test, finder)
+                if finder.found:
+                    return True
+    return False
+
+
+class _NoGradTest(cst.CSTVisitor):
+    """`<x>.grad is None` anywhere in an expression (also inside `all(p.grad is None for p in ...)`)."""
+
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_Comparison(self, node: cst.Comparison) -> None:
+        left = node.left
+        if (isinstance(left, cst.Attribute) and left.attr.value == "grad" and len(node.comparisons) == 1
+                and isinstance(node.comparisons[0].operator, cst.Is)
+                and dotted(node.comparisons[0].comparator) == "None"):
+            self.found = True

@@ -30,7 +30,9 @@ class LossNotScaled(Rule):
     logging does not count: only what reaches backward does. An object of unknown kind given the
     loss (`accumulator.backward(loss)`) is not judged: whether it divides is not visible here. A
     sum divided by the micro-batch's own size (`losses.sum() / x.shape[0]`, `x.size(0)`,
-    `x.numel()`) is a mean written by hand, and counts as undivided.
+    `x.numel()`) is a mean written by hand, and counts as undivided. Nor a conditional backward
+    whose gradient a `zero_grad()` right after it clears before any step (a probe of the model's
+    statistics): its scale reaches no update.
 
     ## Example
     ```python
@@ -75,6 +77,8 @@ class LossNotScaled(Rule):
             if loop.kind is LoopKind.INNER and writes_gradients(model, loop):
                 continue  # per-task gradients combined by hand (PCGrad): the inner loop is not a window
             for event in loop.accumulating_backwards():
+                if loop.discarded(event):
+                    continue  # cleared before any step: its scale changes nothing
                 framework = event.spec.framework
                 if framework is Framework.DEEPSPEED:
                     continue
