@@ -139,6 +139,8 @@ def _asserted_clear(model: ModuleModel, loop: TrainingLoop, event: Event) -> boo
     accumulated (at a window's start), or it would fail. A probe: a forward and backward whose
     gradient the clear then removes."""
     for guard in loop.inner_guards(event):
+        if guard.negated:
+            continue  # the `else` side, or the statements after an early exit: not that block's body
         block = model.parents.get(id(guard.expr))
         if isinstance(block, cst.If) and block.test is guard.expr and _asserts_no_grad(block.body):
             return True
