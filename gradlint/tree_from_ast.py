@@ -201,8 +201,9 @@ class _Builder:
         # The tree's significant nodes in `traversal`'s order, as `traversal.index` would list them.
         self.nodes: list[cst.CSTNode | None] = []
         self.ends: list[int] = []
+        # Names are built in `expr` itself (a third of all expressions).
         self.expr_builders: dict[type, Callable[[ast.expr], cst.BaseExpression]] = {
-            ast.Name: self.name, ast.Attribute: self.attribute, ast.Call: self.call, ast.Constant: self.constant,
+            ast.Attribute: self.attribute, ast.Call: self.call, ast.Constant: self.constant,
             ast.BinOp: self.binary, ast.UnaryOp: self.unary, ast.BoolOp: self.boolean, ast.Compare: self.compare,
             ast.Subscript: self.subscript, ast.Tuple: self.tuple, ast.List: self.list, ast.Set: self.set,
             ast.Dict: self.dict, ast.ListComp: self.list_comp, ast.SetComp: self.set_comp,
@@ -578,9 +579,6 @@ class _Builder:
 
     def unsupported(self, node: ast.AST) -> cst.BaseExpression:
         raise Unsupported(type(node).__name__)
-
-    def name(self, node: ast.Name) -> cst.Name:
-        return _make.Name(node.id)
 
     def attribute(self, node: ast.Attribute) -> cst.Attribute:
         value = node.value
