@@ -6,6 +6,8 @@ micro-batch: an off-by-one) and for a counter incremented before the test (1-bas
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import libcst as cst
 
 from gradlint.model import traversal
@@ -14,6 +16,28 @@ from gradlint.model.gates import Phase
 from gradlint.model.loops import TrainingLoop, loop_iterable
 from gradlint.model.syntax import canonical, dotted, last_part, number, positional
 from gradlint.model.walker import Guard
+
+
+class Reached(NamedTuple):
+    """`counter >= bound` (or `>`, `==`): a test that holds once a counter has reached a bound."""
+
+    counter: cst.BaseExpression  # `iter_num` in `iter_num + 1 >= max_iters`
+    added: cst.BaseExpression | None  # `1` there; None for `iter_num >= max_iters`
+    bound: cst.BaseExpression
+
+
+def reached(test: cst.BaseExpression) -> Reached | None:
+    """The counter and bound of an exit test (`if step >= max_steps: break`, `if global_step ==
+    total: return`), also with an offset (`iter_num + 1 >= max_iters`)."""
+    if not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
+        return None
+    target = test.comparisons[0]
+    if not isinstance(target.operator, cst.GreaterThan | cst.GreaterThanEqual | cst.Equal):
+        return None
+    left = test.left
+    if isinstance(left, cst.BinaryOperation) and isinstance(left.operator, cst.Add):
+        return Reached(left.left, left.right, target.comparator)
+    return Reached(left, None, target.comparator)
 
 
 def zero_based_counter(loop: TrainingLoop, gate: Guard, mod: cst.BinaryOperation) -> str | None:

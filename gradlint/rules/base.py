@@ -10,8 +10,8 @@ from typing import ClassVar
 import libcst as cst
 
 from gradlint.fixes.edits import Fix
-from gradlint.model import Event, Kind, ModuleModel, TrainingLoop
-from gradlint.model.syntax import code
+from gradlint.model import Event, Guard, Kind, LoopKind, ModuleModel, Phase, TrainingLoop, When
+from gradlint.model.syntax import canonical, code
 
 
 @dataclass(frozen=True)
@@ -77,3 +77,28 @@ def step_of(loop: TrainingLoop, optimizer: str | None = None) -> str:
     own = [e for e in gated if optimizer is not None and (e.spec.optimizer or e.spec.receiver) == optimizer]
     chosen = (own or gated or steps)[:1]
     return show(chosen[0]) if chosen else "the optimizer step"
+
+
+def runs_on(loop: TrainingLoop, event: Event) -> str:
+    """Where an event that runs off the window's end runs, for messages: "every micro-batch", "the
+    micro-batches where no step runs (when `gate` is false)", or, for the `else` of some other periodic
+    test (`if i % log_every == 0: ... else: optimizer.zero_grad()`), "the micro-batches where
+    `i % log_every == 0` is false": that test, not the step's gate, decides where it runs."""
+    if loop.kind is LoopKind.INNER:
+        return "every micro-step of the inner loop"
+    if loop.when(event) is not When.REST:
+        return "every micro-batch"
+    rest = [g for g in loop.inner_guards(event) if g.periodic is not None and g.periodic.phase is Phase.REST]
+    if loop.gate is None or any(_same_test(g, loop.gate) for g in rest):
+        gate = f" (when `{code(loop.gate.expr)}` is false)" if loop.gate is not None else ""
+        return f"the micro-batches where no step runs{gate}"
+    guard = rest[0]
+    return f"the micro-batches where `{code(guard.expr)}` {'is false' if guard.negated else 'holds'}"
+
+
+def _same_test(guard: Guard, gate: Guard) -> bool:
+    """The same residue test (`(i + 1) % k`), whatever comparison it is in (`== 0`, `!= 0`, `not`)."""
+    first, second = guard.periodic, gate.periodic
+    if first is not None and second is not None and first.test is not None and second.test is not None:
+        return canonical(first.test) == canonical(second.test)
+    return canonical(guard.expr) == canonical(gate.expr)

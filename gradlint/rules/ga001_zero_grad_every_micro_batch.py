@@ -7,8 +7,8 @@ import libcst as cst
 from gradlint.fixes import ga001
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, TrainingLoop, When, traversal
 from gradlint.model.grad_writes import writes_gradients
-from gradlint.model.syntax import code, dotted
-from gradlint.rules.base import Finding, Rule, show, step_of, via
+from gradlint.model.syntax import dotted
+from gradlint.rules.base import Finding, Rule, runs_on, show, step_of, via
 
 
 class ZeroGradEveryMicroBatch(Rule):
@@ -122,11 +122,8 @@ class ZeroGradEveryMicroBatch(Rule):
                 f"{what} runs on every micro-step of the inner loop, but {step_of(loop, event.spec.receiver)} only "
                 "after it: only the last micro-batch's gradient reaches the step"
             )
-        if when is When.REST and loop.gate is not None:
-            return (
-                f"{what} runs on the micro-batches where no step runs (when `{code(loop.gate.expr)}` "
-                f"is false): the accumulated gradient is wiped before each step"
-            )
+        if when is When.REST:
+            return f"{what} runs on {runs_on(loop, event)}: the accumulated gradient is wiped before each step"
         return (
             f"{what} runs on every micro-batch, but {step_of(loop, event.spec.receiver)} only every "
             f"{loop.k_phrase} micro-batches: the accumulated gradient is wiped before each step"

@@ -16,7 +16,7 @@ from gradlint.model import (
     loop_counter,
     loop_iterable,
 )
-from gradlint.model.counters import frozen_counter, steps_on_first_micro_batch
+from gradlint.model.counters import frozen_counter, reached, steps_on_first_micro_batch
 from gradlint.model.gates import Periodicity
 from gradlint.model.quantities import same_quantity
 from gradlint.model.syntax import code, dotted, last_part, positional, same_code
@@ -219,15 +219,8 @@ def _breaks_here(block: cst.BaseSuite) -> bool:
 
 
 def _compares_counter(test: cst.BaseExpression, counters: frozenset[str]) -> bool:
-    if not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
-        return False
-    operator = test.comparisons[0].operator
-    if not isinstance(operator, cst.GreaterThan | cst.GreaterThanEqual | cst.Equal):
-        return False
-    left = test.left
-    if isinstance(left, cst.BinaryOperation) and isinstance(left.operator, cst.Add):
-        left = left.left  # `iter_num + 1 >= max_iters`
-    return dotted(left) in counters
+    exit_test = reached(test)
+    return exit_test is not None and dotted(exit_test.counter) in counters
 
 
 def _whole_windows_only(loop: TrainingLoop, periodic: Periodicity) -> bool:
@@ -255,9 +248,13 @@ def _caps_at_whole_windows(guard: Guard, periodic: Periodicity) -> bool:
             and same_quantity(left.right, periodic.modulus))
 
 
+# Wrappers whose length is their argument's: `len(loader)` reads better than `len(enumerate(loader))`
+# (`log_every`: the metric logger of the MAE/DeiT/ConvNeXt engines, which yields what it is given).
+# Any other call is shown whole: `len(batches(n))`, not `len(n)`; `len(DataLoader(ds))`, not `len(ds)`.
+_SAME_LENGTH = frozenset({"enumerate", "tqdm", "track", "iter", "log_every"})
+
+
 def _iterable_text(iterable: cst.BaseExpression) -> str:
-    while isinstance(iterable, cst.Call) and positional(iterable):
-        if last_part(dotted(iterable.func)) == "range":
-            break
+    while isinstance(iterable, cst.Call) and positional(iterable) and last_part(dotted(iterable.func)) in _SAME_LENGTH:
         iterable = positional(iterable)[0]
     return code(iterable)

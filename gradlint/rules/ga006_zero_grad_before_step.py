@@ -76,7 +76,7 @@ class ZeroGradBeforeStep(Rule):
                 for step in steps:
                     if step.order < clear.order or not _clears_for(model, clear, step, optimizers):
                         continue
-                    if any(clear.order < b.order < step.order for b in backwards):
+                    if any(clear.order < b.order < step.order for b in backwards + _beside(model, loop, clear, step)):
                         continue  # a backward refills the gradients before the step
                     if not conditions(clear) <= conditions(step):
                         continue  # the clear does not run every time the step does
@@ -102,6 +102,14 @@ def _plain_step(step: Event) -> bool:
     if step.spec.framework is Framework.TORCH and "gate" not in step.spec.extra and isinstance(node, cst.Call):
         return not positional(node) and keyword(node, "closure") is None
     return True
+
+
+def _beside(model: ModuleModel, loop: TrainingLoop, clear: Event, step: Event) -> list[Event]:
+    """The backwards of the loops that share `clear` and `step` with `loop` (sibling loops of one
+    function: a GAN's discriminator phase, then `opt_g.zero_grad()`, the generator's own loop of
+    backwards, `opt_g.step()`): a loop's events hold what runs around it, not inside its siblings."""
+    return [b for other in model.loops if other is not loop and clear in other.events and step in other.events
+            for b in other.of_kind(Kind.BACKWARD)]
 
 
 def _exceptional(event: Event) -> bool:

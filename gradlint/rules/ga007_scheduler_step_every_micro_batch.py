@@ -9,6 +9,7 @@ import libcst as cst
 
 from gradlint.fixes.after_step import move_after
 from gradlint.model import Event, Kind, LoopKind, ModuleModel, TrainingLoop, When, traversal
+from gradlint.model.counters import reached
 from gradlint.model.syntax import code, dotted, last_part, method_name, number, positional, string
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
@@ -274,16 +275,14 @@ class _Budgets(cst.CSTVisitor):
         self.depth -= 1
 
     def _exit(self, node: cst.If) -> None:
-        test = node.test
-        if node.orelse is not None or not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1):
+        exit_test = reached(node.test)
+        if node.orelse is not None or exit_test is None or exit_test.added is not None:
             return
-        target = test.comparisons[0]
-        counter, bound = dotted(test.left), dotted(target.comparator)
+        counter, bound = dotted(exit_test.counter), dotted(exit_test.bound)
         last = node.body.body[-1] if node.body.body else None  # a line, or in `if c: return` a small statement
         last = last.body[-1] if isinstance(last, cst.SimpleStatementLine) else last
         ends = isinstance(last, cst.Return) or (self.may_break and isinstance(last, cst.Break))
-        if counter and bound and ends and isinstance(target.operator, cst.GreaterThanEqual | cst.GreaterThan
-                                                      | cst.Equal):
+        if counter and bound and ends:
             self.exits.append((counter, bound))
 
 

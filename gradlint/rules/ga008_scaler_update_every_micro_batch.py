@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 from gradlint.fixes.after_step import move_after
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, TrainingLoop, When
-from gradlint.rules.base import Finding, Rule, show, step_of, via
+from gradlint.rules.base import Finding, Rule, runs_on, show, step_of, via
 
 _OFF_WINDOW = (When.EVERY, When.REST)
 
@@ -79,7 +79,7 @@ class ScalerUpdateEveryMicroBatch(Rule):
                 yield Finding(
                     self.code,
                     step.node,
-                    f"{show(step)}{via(step, loop)} runs on {_where(loop, step)}, but the optimizer is meant to step "
+                    f"{show(step)}{via(step, loop)} runs on {runs_on(loop, step)}, but the optimizer is meant to step "
                     f"only every {loop.k_phrase} micro-batches: it steps on a partial gradient and nothing "
                     "accumulates; call it under the step condition",
                 )
@@ -99,7 +99,7 @@ class ScalerUpdateEveryMicroBatch(Rule):
             yield Finding(
                 self.code,
                 update.node,
-                f"{show(update)}{via(update, loop)} runs on {_where(loop, update)}, but {step_of(loop)} only every "
+                f"{show(update)}{via(update, loop)} runs on {runs_on(loop, update)}, but {step_of(loop)} only every "
                 f"{loop.k_phrase} micro-batches: {effect}; call it right after the scaler's step",
                 fix,
             )
@@ -134,9 +134,3 @@ class ScalerUpdateEveryMicroBatch(Rule):
 
 def _optimizer(event: Event) -> str | None:
     return event.spec.optimizer or event.spec.receiver
-
-
-def _where(loop: TrainingLoop, event: Event) -> str:
-    if loop.kind is LoopKind.INNER:
-        return "every micro-step of the inner loop"
-    return "every micro-batch" if loop.when(event) is When.EVERY else "the micro-batches where no step runs"

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from gradlint.fixes.after_step import move_before
 from gradlint.fixes.edits import Fix
 from gradlint.model import Event, Kind, LoopKind, ModuleModel, TrainingLoop, When
-from gradlint.rules.base import Finding, Rule, show, step_of, via
+from gradlint.rules.base import Finding, Rule, runs_on, show, step_of, via
 
 _OFF_WINDOW = (When.EVERY, When.REST)
 
@@ -90,16 +90,11 @@ class UnscaleEveryMicroBatch(Rule):
                 if unscale.spec.optimizer is not None and accumulating and unscale.spec.optimizer not in accumulating:
                     continue
                 fix = _fix(model, loop, unscale)
-                if loop.kind is LoopKind.INNER:
-                    where = "every micro-step of the inner loop"
-                elif when is When.REST:
-                    where = "the micro-batches where no step runs"
-                else:
-                    where = "every micro-batch"
                 yield Finding(
                     self.code,
                     unscale.node,
-                    f"{show(unscale)}{via(unscale, loop)} runs on {where}, but {step_of(loop)} only every "
+                    f"{show(unscale)}{via(unscale, loop)} runs on {runs_on(loop, unscale)}, "
+                    f"but {step_of(loop)} only every "
                     f"{loop.k_phrase} micro-batches: later micro-batches add scaled gradients to the "
                     f"unscaled ones; {effect}; unscale once per window, just before clipping and the step",
                     fix,
