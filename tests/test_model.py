@@ -368,6 +368,28 @@ def test_loop_counter_not_sized(iterable: str) -> None:
     assert not loop_counter(loop.loop).sized
 
 
+
+@pytest.mark.parametrize(("quiet", "shown", "sized"), [
+    ("train_loader", "tqdm(train_loader, desc='Batch')", True),  # both branches show the loader
+    ("train_loader", "tqdm(train_loader)", True),
+    ("train_loader", "tqdm(other_loader)", False),  # two different iterables: unknown
+    ("itertools.cycle(train_loader)", "tqdm(train_loader)", False),
+])
+def test_loop_counter_through_a_name_bound_in_two_branches(quiet: str, shown: str, sized: bool) -> None:
+    model = _model(f"""
+        for epoch in range(3):
+            if silent:
+                iter_ = {quiet}
+            else:
+                iter_ = {shown}
+            for step, batch in enumerate(iter_):
+                (model(batch) / K).backward()
+                if (step + 1) % K == 0:
+                    optimizer.step()
+    """)
+    [loop] = model.loops
+    assert loop_counter(loop.loop).sized is sized
+
 _DRAIN_STOP_ITERATION = """
     for epoch in range(3):
         it = iter(loader)

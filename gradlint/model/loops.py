@@ -231,12 +231,15 @@ def loop_iterable(info: LoopInfo) -> cst.BaseExpression | None:
     name = dotted(node.iter)
     if name is not None and not isinstance(node.iter, cst.Call):
         values = info.frame.scope.assignments.get(name, [])
-        if len(values) == 1 and values[0].index is None:
-            value = values[0].value
-            # `tqdm(enumerate(loader)) if rank0 else enumerate(loader)`: both branches must agree
-            branches = [value.body, value.orelse] if isinstance(value, cst.IfExp) else [value]
+        if values and all(v.index is None and v.operator is None for v in values):
+            # `tqdm(enumerate(loader)) if rank0 else enumerate(loader)`, or `it = loader` in one branch of
+            # an `if` and `it = tqdm(loader)` in the other: every value must show the same iterable
+            branches = [b for v in values
+                        for b in ((v.value.body, v.value.orelse) if isinstance(v.value, cst.IfExp) else (v.value,))]
             calls = [b for b in branches if isinstance(b, cst.Call) and last_part(dotted(b.func)) in _ITER_WRAPPERS]
-            if len(calls) == len(branches) and len({canonical(_unwrap(c)) for c in calls}) == 1:
+            plain = [b for b in branches if not any(b is c for c in calls) and dotted(b) is not None]
+            if calls and len(calls) + len(plain) == len(branches) and len(
+                    {canonical(_unwrap(c)) for c in calls} | {canonical(b) for b in plain}) == 1:
                 return calls[0]
     return node.iter
 
@@ -318,17 +321,27 @@ def loop_counter(info: LoopInfo) -> Counter:
 
 
 def _displayed(iterable: cst.BaseExpression, info: LoopInfo) -> cst.BaseExpression:
-    """`loader` for a name bound once to a progress bar over it (`epoch_iterator = tqdm(loader,
-    desc=...)` then `enumerate(epoch_iterator)`): a bar is as long as what it shows. Else unchanged."""
+    """`loader` for a name bound to a progress bar over it (`epoch_iterator = tqdm(loader,
+    desc=...)` then `enumerate(epoch_iterator)`; also `= loader` in another branch): a bar is as
+    long as what it shows. Else unchanged."""
     name = dotted(iterable)
     values = info.frame.scope.assignments.get(name, []) if name else []
-    if len(values) != 1 or values[0].index is not None or not isinstance(values[0].value, cst.Call):
+    if not values or any(v.index is not None or v.operator is not None for v in values):
         return iterable
-    call = values[0].value
-    inner = positional(call)[0] if positional(call) else None
-    if last_part(dotted(call.func)) in ("tqdm", "track") and dotted(inner) is not None:
-        return inner  # type: ignore[return-value]
-    return iterable
+    shown: list[cst.BaseExpression] = []
+    for value in (v.value for v in values):  # `it = loader` if quiet, else `it = tqdm(loader)`: both show it
+        call = value if isinstance(value, cst.Call) else None
+        inner = positional(call)[0] if call is not None and positional(call) else None
+        if call is not None and last_part(dotted(call.func)) in ("tqdm", "track") and dotted(inner) is not None:
+            shown.append(inner)  # type: ignore[arg-type]
+        elif call is None and dotted(value) is not None:
+            shown.append(value)
+        else:
+            return iterable
+    if len(shown) < len(values) or not any(isinstance(v.value, cst.Call) for v in values) or len(
+            {canonical(x) for x in shown}) != 1:
+        return iterable
+    return shown[0]
 
 
 def drained_iterable(info: LoopInfo) -> cst.BaseExpression | None:
@@ -438,6 +451,11 @@ def _sized_name(node: cst.BaseExpression) -> bool:
     text = dotted(node) if isinstance(node, cst.Name | cst.Attribute) else None
     lowered = last_part(text).lower() if text else ""
     return bool(lowered) and not any(w in lowered for w in ("iter", "cycle", "infinite", "stream"))
+
+
+def names_assigned(node: cst.CSTNode) -> list[str]:
+    """Every name `node` assigns (`x = ...`, `x += ...`, loop targets, `as x`), nested blocks included."""
+    return _LoopBody.targets(node)
 
 
 class _LoopBody(cst.CSTVisitor):

@@ -125,6 +125,13 @@ def arg(call: cst.Call, index: int, name: str) -> cst.BaseExpression | None:
     return pos[index] if index < len(pos) else None
 
 
+def conjuncts(node: cst.BaseExpression) -> list[cst.BaseExpression]:
+    """`a`, `b` and `c` of `a and b and c` (in any grouping); `[node]` for anything else."""
+    if isinstance(node, cst.BooleanOperation) and isinstance(node.operator, cst.And):
+        return conjuncts(node.left) + conjuncts(node.right)
+    return [node]
+
+
 def number(node: cst.CSTNode | None) -> float | None:
     if isinstance(node, cst.Integer | cst.Float):
         try:

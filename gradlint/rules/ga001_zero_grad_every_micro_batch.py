@@ -5,10 +5,23 @@ from collections.abc import Iterator
 import libcst as cst
 
 from gradlint.fixes import ga001
-from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, Role, TrainingLoop, When, traversal
+from gradlint.model import (
+    Counter,
+    Event,
+    Framework,
+    Guard,
+    Kind,
+    LoopKind,
+    ModuleModel,
+    Role,
+    TrainingLoop,
+    When,
+    loop_counter,
+    traversal,
+)
 from gradlint.model.grad_writes import writes_gradients
-from gradlint.model.syntax import dotted
-from gradlint.rules.base import Finding, Rule, runs_on, show, step_of, via
+from gradlint.model.syntax import code, conjuncts, dotted, number
+from gradlint.rules.base import Finding, Rule, conditions, runs_on, show, step_of, via
 
 
 class ZeroGradEveryMicroBatch(Rule):
@@ -92,7 +105,7 @@ class ZeroGradEveryMicroBatch(Rule):
                     receiver = event.spec.receiver
                     if stepped_every and receiver not in loop.accumulating_optimizers:
                         continue  # GAN-style: another optimizer steps every iteration
-                    if _asserted_clear(model, loop, event):
+                    if _asserted_clear(model, loop, event) or _on_first_micro_batch(loop, event):
                         continue  # its block runs only where no gradient has accumulated yet
                     # A clear that cancels a probe's backward cannot move after the step: the probe's
                     # gradient would join the window's. The probe must move (or save the gradients).
@@ -124,6 +137,12 @@ class ZeroGradEveryMicroBatch(Rule):
             )
         if when is When.REST:
             return f"{what} runs on {runs_on(loop, event)}: the accumulated gradient is wiped before each step"
+        first = _first_micro_batch_guard(loop, event)
+        if first is not None:  # after that micro-batch's backward, or `_on_first_micro_batch` skips it
+            return (
+                f"{what} runs on each pass's first micro-batch (when `{code(first.expr)}`) after its backward: "
+                f"that micro-batch's gradient is wiped before {step_of(loop, event.spec.receiver)}"
+            )
         return (
             f"{what} runs on every micro-batch, but {step_of(loop, event.spec.receiver)} only every "
             f"{loop.k_phrase} micro-batches: the accumulated gradient is wiped before each step"
@@ -140,6 +159,43 @@ def _asserted_clear(model: ModuleModel, loop: TrainingLoop, event: Event) -> boo
             continue  # the `else` side, or the statements after an early exit: not that block's body
         block = model.parents.get(id(guard.expr))
         if isinstance(block, cst.If) and block.test is guard.expr and _asserts_no_grad(block.body):
+            return True
+    return False
+
+
+def _on_first_micro_batch(loop: TrainingLoop, event: Event) -> bool:
+    """The clear runs only on a pass's first micro-batch (`if step == 0 and recompute_norms:`, with
+    `step` the loop's enumerate index), before any backward of that iteration but those in its own
+    block (a probe whose gradient it removes): a window starts there, so nothing accumulated is lost
+    (a tail carried over from the previous pass is GA004's)."""
+    guard = _first_micro_batch_guard(loop, event)
+    if guard is None:
+        return False
+    other_branch = {(text, not negated) for text, negated in conditions(event)}  # `if a: ... elif b: <event>`
+    return not any(loop.in_loop(b) and b.order < event.order and guard.key not in conditions(b)
+                   and not other_branch & conditions(b) for b in loop.of_kind(Kind.BACKWARD))
+
+
+def _first_micro_batch_guard(loop: TrainingLoop, event: Event) -> Guard | None:
+    """A condition of the event that holds only on a pass's first micro-batch: `step == 0` for the
+    loop's counter from its start, alone or in an `and`."""
+    counter = loop_counter(loop.loop)
+    for guard in loop.inner_guards(event):
+        if not guard.negated and guard.frame.scope is loop.loop.frame.scope and any(
+                _is_first(test, counter) for test in conjuncts(guard.expr)):
+            return guard
+    return None
+
+
+def _is_first(test: cst.BaseExpression, counter: Counter) -> bool:
+    """`step == 0` (or `0 == step`) for the loop's counter from its start."""
+    if not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
+        return False
+    target = test.comparisons[0]
+    if not isinstance(target.operator, cst.Equal):
+        return False
+    for name, value in ((test.left, target.comparator), (target.comparator, test.left)):
+        if dotted(name) in counter.names and number(value) == counter.start:
             return True
     return False
 

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 from gradlint.fixes.after_step import move_after
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, TrainingLoop, When
-from gradlint.rules.base import Finding, Rule, runs_on, show, step_of, via
+from gradlint.rules.base import Finding, Rule, conditions, runs_on, show, step_of, via
 
 _OFF_WINDOW = (When.EVERY, When.REST)
 
@@ -26,7 +26,8 @@ class ScalerUpdateEveryMicroBatch(Rule):
     on a partial gradient: there is no accumulation at all.
 
     Not flagged: a scaler shared with another optimizer that steps on every micro-batch (a GAN's
-    discriminator), and loops that do not accumulate.
+    discriminator), loops that do not accumulate, and an update right after a mid-window
+    `scaler.step()` under the same conditions (that step is the finding; the update belongs to it).
 
     ## Example
     ```python
@@ -85,7 +86,7 @@ class ScalerUpdateEveryMicroBatch(Rule):
                 )
         unscale_every = any(loop.when(u) in _OFF_WINDOW for u in loop.of_kind(Kind.UNSCALE))
         for update in loop.of_kind(Kind.SCALER_UPDATE):
-            if loop.when(update) not in _OFF_WINDOW:
+            if loop.when(update) not in _OFF_WINDOW or _pairs_a_step(loop, update, steps):
                 continue
             if unscale_every:
                 effect = ("the loss scale can change mid-window, so the window adds up gradients "
@@ -130,6 +131,15 @@ class ScalerUpdateEveryMicroBatch(Rule):
                     "the window's gradient, several times per window; call the step (and "
                     "`scaler.update()`) under the same condition as `zero_grad()`",
                 )
+
+
+def _pairs_a_step(loop: TrainingLoop, update: Event, steps: list[Event]) -> bool:
+    """The update follows a `scaler.step()` of its scaler under the same conditions (an extra step
+    mid-window, `scaler.step(opt); scaler.update()` in a retry branch): it belongs to that step,
+    which is the finding (an update after each step is how GradScaler is used)."""
+    return any(s.spec.framework is Framework.SCALER and s.spec.receiver == update.spec.receiver
+               and s.order < update.order and loop.when(s) in _OFF_WINDOW and conditions(s) == conditions(update)
+               for s in steps)
 
 
 def _optimizer(event: Event) -> str | None:

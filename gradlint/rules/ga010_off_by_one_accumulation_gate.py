@@ -5,9 +5,10 @@ from collections.abc import Iterator
 import libcst as cst
 
 from gradlint.fixes import ga010
-from gradlint.model import Guard, Kind, LoopKind, ModuleModel, Phase
-from gradlint.model.counters import zero_based_counter
+from gradlint.model import Guard, Kind, LoopKind, ModuleModel, Phase, TrainingLoop
+from gradlint.model.counters import contains, zero_based_counter
 from gradlint.model.gates import Resolver
+from gradlint.model.loops import names_assigned
 from gradlint.model.syntax import code, dotted, number
 from gradlint.rules.base import Finding, Rule, step_of
 
@@ -32,7 +33,12 @@ class OffByOneAccumulationGate(Rule):
     the start of each window (`if i % K == 0: optimizer.zero_grad()`), which is correct. Nor an
     Accelerate script whose K is read from the DeepSpeed config and is 1 otherwise: without
     DeepSpeed every micro-batch steps, and under it the prepared optimizer's step() does nothing
-    (the engine steps inside `accelerator.backward`), so the gate decides nothing.
+    (the engine steps inside `accelerator.backward`), so the gate decides nothing. Nor a K assigned
+    inside the loop (a warm-up ramp or an adaptive window drawn after each step, which start at 1:
+    the first window's size is the schedule's, not an off-by-one).
+
+    A counter reset to 0 at each step and advanced before the next test (`if c % K == 0: ...;
+    c = 0` then `c += 1`) is flagged for its first window only: later windows hold K.
 
     ## Example
     ```python
@@ -54,7 +60,9 @@ class OffByOneAccumulationGate(Rule):
 
     ## Fix
     Safe: `i % K` becomes `(i + 1) % K` where the gate is written (the `if`, or the flag it
-    tests). Unsafe when the gate sits in a helper: its other call sites pass other counters.
+    tests). Unsafe when the gate sits in a helper: its other call sites pass other counters. No fix
+    for a counter reset at each step (`(c + 1) % K` would make its later windows one short): it
+    should start at 1.
     With no last-batch clause, the fixed gate no longer steps at the start of each epoch, so the
     epoch's tail becomes GA004's finding; `--fix` applies that rule's fix in its next pass.
     """
@@ -75,9 +83,20 @@ class OffByOneAccumulationGate(Rule):
             if not any(b.order < s.order for b in backwards for s in steps):
                 continue  # the step opens the window (before the backward): `i % K == 0` is right there
             counter = zero_based_counter(loop, gate, mod)
-            if counter is None:
+            if counter is None or _rebound_in_loop(loop, mod):
                 continue
             k = code(mod.right)
+            if _reset_in_loop(loop, counter):
+                # After each step the counter restarts at 0 and is advanced before the next test: later
+                # windows hold K. `(i + 1) % K` would make them K - 1: the counter must start at 1.
+                yield Finding(
+                    self.code,
+                    gate.node or gate.expr,
+                    f"{step_of(loop)} runs when `{code(mod)} == 0`, but `{counter}` is 0 at the first test: the "
+                    f"first step runs after a single micro-batch (later windows hold {_count(mod.right)} "
+                    f"micro-batches: the counter is reset at each step); start `{counter}` at 1",
+                )
+                continue
             literal = number(mod.right)
             later = f"{int(literal)}, {2 * int(literal)}" if literal is not None else f"{k}, 2 * {k}"
             yield Finding(
@@ -88,6 +107,25 @@ class OffByOneAccumulationGate(Rule):
                 f"micro-batch and every later window is shifted by one; gate on `({code(mod.left)} + 1) % {k} == 0`",
                 ga010.fix(mod, code(mod.left), gate.frame.scope is not loop.loop.frame.scope),
             )
+
+
+def _count(k: cst.BaseExpression) -> str:
+    literal = number(k)
+    return str(int(literal)) if literal is not None and literal.is_integer() else f"`{code(k)}`"
+
+
+def _reset_in_loop(loop: TrainingLoop, counter: str) -> bool:
+    """`counter = 0` inside the micro-batch loop (in the step's block, as hlb-gpt writes it)."""
+    node = loop.loop.node
+    return any(a.operator is None and number(a.value) == 0 and contains(node, a.value)
+               for a in loop.loop.frame.scope.assignments.get(counter, []))
+
+
+def _rebound_in_loop(loop: TrainingLoop, mod: cst.BinaryOperation) -> bool:
+    """K is assigned inside the micro-batch loop (a warm-up ramp, an adaptive window drawn after each
+    step): its first value decides the first window, and adaptive schedules start at 1."""
+    k = dotted(mod.right)
+    return k is not None and k in names_assigned(loop.loop.node)
 
 
 def _zero_test(expr: cst.BaseExpression, resolve: Resolver, depth: int) -> cst.BinaryOperation | None:
