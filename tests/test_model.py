@@ -125,6 +125,14 @@ def _only_loop(source: str):
     return loops[0]
 
 
+def _scaling(source: str) -> Scaling:
+    """How the one backward of the one loop in `source` was scaled."""
+    model = _model(source)
+    [loop] = model.loops
+    [backward] = loop.of_kind(Kind.BACKWARD)
+    return model.provenance(loop, backward).scaling
+
+
 def test_flag_computed_first_is_the_gate() -> None:
     loop = _only_loop("""
         for step, batch in enumerate(loader):
@@ -265,17 +273,14 @@ def test_gate_passed_into_a_helper_as_a_flag() -> None:
     ],
 )
 def test_provenance_of_the_backpropagated_value(statement: str, scaling: Scaling) -> None:
-    model = _model(f"""
+    assert _scaling(f"""
         for i, (x, y) in enumerate(loader):
             loss = criterion(model(x), y)
             {statement}
             if (i + 1) % K == 0:
                 optimizer.step()
                 optimizer.zero_grad()
-    """)
-    [loop] = model.loops
-    [backward] = loop.of_kind(Kind.BACKWARD)
-    assert model.provenance(loop, backward).scaling is scaling
+    """) is scaling
 
 
 def test_division_on_a_logging_copy_does_not_count() -> None:
@@ -342,6 +347,55 @@ def test_the_divisor_of_a_loss_divided_several_times(lines: list[str], divisor: 
     assert found.scaling is Scaling.DIVIDED
     assert code(found.divisor) == divisor
 
+
+
+@pytest.mark.parametrize(("count", "scaling"), [
+    # The count of this micro-batch's own tokens, computed where the loss is: a mean written by hand.
+    ("mask.sum()", Scaling.RAW),
+    ("torch.sum(mask)", Scaling.RAW),
+    ("(mask.sum() + 1e-8)", Scaling.RAW),
+    ("mask.float().sum().item()", Scaling.RAW),
+    ("x.shape[0]", Scaling.RAW),
+    # A count given from outside, or of the window's micro-batches: it may be the window's.
+    ("num_items_in_window", Scaling.DIVIDED),
+    ("sum(m.sum() for m in window_masks)", Scaling.DIVIDED),
+    ("torch.stack([m.sum() for m in window_masks]).sum()", Scaling.DIVIDED),
+])
+def test_a_token_mean_of_the_micro_batch_is_undivided(count: str, scaling: Scaling) -> None:
+    assert _scaling(f"""
+        def train(model, loader, optimizer, K, num_items_in_window, window_masks):
+            for i, (x, y) in enumerate(loader):
+                mask = (y != -100)
+                n = {count}
+                loss = (criterion(model(x), y) * mask).sum() / n
+                loss.backward()
+                if (i + 1) % K == 0:
+                    optimizer.step()
+                    optimizer.zero_grad()
+    """) is scaling
+
+
+@pytest.mark.parametrize(("lines", "scaling"), [
+    # A mask weighting the terms, then their mean over the micro-batch: the mean reaches backward.
+    (["loss = loss * mask", "loss = torch.sum(loss) / (mask.sum() + 1e-8)"], Scaling.RAW),
+    # A division by K before the mean, or after it, still scales what reaches backward.
+    (["loss = loss / K", "loss = torch.sum(loss) / mask.sum()"], Scaling.DIVIDED),
+    (["loss = torch.sum(loss * mask) / mask.sum()", "loss = loss / K"], Scaling.DIVIDED),
+    # Not a reassignment of the loss: the weighted value is another name's.
+    (["weighted = loss * mask", "loss = torch.sum(weighted) / mask.sum()"], Scaling.RAW),
+])
+def test_a_hand_mean_reassigned_over_earlier_values(lines: list[str], scaling: Scaling) -> None:
+    body = "\n".join(f"            {line}" for line in lines)
+    assert _scaling(f"""
+        for i, (x, y) in enumerate(loader):
+            mask = (y != -100)
+            loss = criterion(model(x), y)
+{body}
+            loss.backward()
+            if (i + 1) % K == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    """) is scaling
 
 def test_loop_counter_enumerate_start_and_sized() -> None:
     model = _model("""

@@ -141,6 +141,14 @@ class TrainingLoop:
         return f"`{self.k_text}`"
 
     @property
+    def k_varies(self) -> bool:
+        """K is assigned inside a loop of its function (a warm-up ramp, an adaptive window drawn
+        after each step): its value changes during training, and the scale is managed by hand."""
+        if self.k is None or self.k_literal is not None:
+            return False
+        return any(a.in_loop for a in self.loop.frame.scope.assignments.get(self.k_text, []))
+
+    @property
     def k_literal(self) -> float | None:
         return number(self.k)
 
@@ -451,11 +459,6 @@ def _sized_name(node: cst.BaseExpression) -> bool:
     text = dotted(node) if isinstance(node, cst.Name | cst.Attribute) else None
     lowered = last_part(text).lower() if text else ""
     return bool(lowered) and not any(w in lowered for w in ("iter", "cycle", "infinite", "stream"))
-
-
-def names_assigned(node: cst.CSTNode) -> list[str]:
-    """Every name `node` assigns (`x = ...`, `x += ...`, loop targets, `as x`), nested blocks included."""
-    return _LoopBody.targets(node)
 
 
 class _LoopBody(cst.CSTVisitor):

@@ -10,6 +10,7 @@ import libcst as cst
 
 from gradlint.model import traversal
 from gradlint.model.facts import ModuleFacts
+from gradlint.model.gates import Resolver
 from gradlint.model.quantities import looks_like_k, same_quantity
 from gradlint.model.scopes import ScopeCache
 from gradlint.model.syntax import (
@@ -40,6 +41,9 @@ class Provenance:
     scaling: Scaling
     how: str  # for messages: "divided by `K`", "from `criterion(...)`"
     divisor: cst.BaseExpression | None = None  # DIVIDED: what it was divided by
+    # RAW: a mean over the micro-batch written by hand (`loss.sum() / mask.sum()`); as a reassignment
+    # (`loss = torch.sum(loss) / n`) it reads the earlier values as its input, not as alternatives
+    hand_mean: bool = False
 
 
 _COUNT_KEYWORDS = ("num_items", "num_items_in_batch", "normalizer", "num_tokens", "n_tokens", "sample_size")
@@ -84,10 +88,10 @@ class _Tracer:
         op = node.operator
         if isinstance(op, cst.Divide | cst.FloorDivide):
             divisor = number(node.right)
-            if (divisor is None and _micro_batch_size(node.right) and not self._by_k(node.right)
+            if (divisor is None and _micro_batch_count(node.right, frame.resolve, 0) and not self._by_k(node.right)
                     and self.expr(node.left, frame, order, depth + 1) == _DELIBERATE_SUM):
                 # `loss.sum() / x.shape[0]`: the mean over this micro-batch, written by hand
-                return Provenance(Scaling.RAW, f"a mean over the micro-batch, `{code(node)}`")
+                return Provenance(Scaling.RAW, f"a mean over the micro-batch, `{code(node)}`", hand_mean=True)
             if divisor is None or self._is_k(divisor):
                 return Provenance(Scaling.DIVIDED, f"divided by `{code(node.right)}`", node.right)
             return self.expr(node.left, frame, order, depth + 1)
@@ -203,7 +207,12 @@ class _Tracer:
                         elif self.k_literal and abs(factor * self.k_literal - 1) < 1e-9:
                             found.append(Provenance(Scaling.DIVIDED, f"multiplied by `{factor:g}`"))
                     continue
-                found.append(self.expr(a.value, frame, a.order, depth + 1))
+                value = self.expr(a.value, frame, a.order, depth + 1)
+                if value.hand_mean and _mentions(a.value, {last_part(text)}):
+                    # `loss = loss * mask` then `loss = torch.sum(loss) / valid`: the mask weights the
+                    # mean's terms; only a division by K before it still scales what reaches backward
+                    found = [f for f in found if f.scaling is Scaling.DIVIDED]
+                found.append(value)
             return self._strongest(found, Provenance(Scaling.RAW, ""))
         finally:
             self.seen.discard(key)
@@ -261,6 +270,58 @@ class _NameFinder(cst.CSTVisitor):
 
     def visit_Name(self, node: cst.Name) -> None:
         self.found = self.found or node.value in self.names
+
+
+def _micro_batch_count(node: cst.BaseExpression, resolve: Resolver, depth: int) -> bool:
+    """The size of this micro-batch (`_micro_batch_size`), or the count of its tokens computed where
+    the loss is: `mask.sum()`, `torch.sum(batch["loss_mask"])`, `(labels != -100).sum()`, with `+ eps`,
+    `.item()` or through a local name (`valid = torch.sum(mask)` ... `/ (valid + 1e-8)`). A
+    parameter is not followed (it may be the window's count), nor a sum over a comprehension (the
+    window's micro-batches counted together)."""
+    if depth > 3:
+        return False
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, cst.Add):
+        if number(node.right) is not None:
+            return _micro_batch_count(node.left, resolve, depth + 1)
+        if number(node.left) is not None:
+            return _micro_batch_count(node.right, resolve, depth + 1)
+        return False
+    if _micro_batch_size(node):
+        return True
+    if isinstance(node, cst.Call):
+        name = method_name(node)
+        if name in ("item", "float", "clamp", "clamp_min") and isinstance(node.func, cst.Attribute):
+            return _micro_batch_count(node.func.value, resolve, depth + 1)
+        if name == "sum" and not node.args and isinstance(node.func, cst.Attribute):
+            return _counts_tokens(node.func.value)
+        if dotted(node.func) == "torch.sum" and len(node.args) == 1:
+            return _counts_tokens(node.args[0].value)
+        return False
+    text = dotted(node)
+    if text is not None:
+        values = resolve(text)
+        if len(values) != 1 or values[0][0] is node:
+            return False
+        value, inner = values[0]
+        return _micro_batch_count(value, inner, depth + 1)
+    return False
+
+
+def _counts_tokens(summed: cst.BaseExpression) -> bool:
+    """A mask of this micro-batch (`mask`, `batch["loss_mask"]`, `labels != -100`), not a list of
+    per-micro-batch counts."""
+    class Lists(cst.CSTVisitor):
+        found = False
+
+        def on_visit(self, n: cst.CSTNode) -> bool:
+            if isinstance(n, cst.ListComp | cst.GeneratorExp | cst.List | cst.Tuple) or (
+                    isinstance(n, cst.Call) and any(number(a.value) is None for a in n.args)):
+                self.found = True  # conversions (`.float()`, `.ne(-100)`) pass; `torch.stack(counts)` does not
+            return not self.found
+
+    finder = Lists()
+    traversal.visit(summed, finder)
+    return not finder.found
 
 
 def _micro_batch_size(node: cst.BaseExpression) -> bool:

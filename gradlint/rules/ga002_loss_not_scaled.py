@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import libcst as cst
+
 from gradlint.fixes import ga002
-from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling
+from gradlint.model import Framework, Kind, LoopKind, ModuleModel, Scaling, TrainingLoop
 from gradlint.model.grad_writes import writes_gradients
-from gradlint.model.syntax import code
+from gradlint.model.syntax import code, dotted, positional
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
 
@@ -30,9 +32,11 @@ class LossNotScaled(Rule):
     logging does not count: only what reaches backward does. An object of unknown kind given the
     loss (`accumulator.backward(loss)`) is not judged: whether it divides is not visible here. A
     sum divided by the micro-batch's own size (`losses.sum() / x.shape[0]`, `x.size(0)`,
-    `x.numel()`) is a mean written by hand, and counts as undivided. Nor a conditional backward
-    whose gradient a `zero_grad()` right after it clears before any step (a probe of the model's
-    statistics): its scale reaches no update.
+    `x.numel()`) or by its own token count computed there (`/ mask.sum()`, `/ (valid + 1e-8)` with
+    `valid = torch.sum(batch["loss_mask"])`) is a mean written by hand, and counts as undivided; a
+    count given from outside (`num_items_in_batch`) may be the window's, and counts as normalised.
+    Nor a conditional backward whose gradient a `zero_grad()` right after it clears before any
+    step (a probe of the model's statistics): its scale reaches no update.
 
     ## Example
     ```python
@@ -59,7 +63,9 @@ class LossNotScaled(Rule):
     unchanged: `loss.backward()` -> `(loss / K).backward()`, `scaler.scale(loss)` ->
     `scaler.scale(loss / K)`, `accelerator.backward(loss / K)`, `self.manual_backward(loss / K)`.
     Unsafe when the backward is in a helper function (its other callers may not accumulate). No fix
-    when K cannot be read where the backward is (a local variable of another function).
+    when K cannot be read where the backward is (a local variable of another function), or when K
+    is the length of the list an inner loop iterates (`for mb in micro_batches:`: divide by
+    `len(micro_batches)`, computed where the backward can read it).
     """
 
     code = "GA002"
@@ -67,10 +73,13 @@ class LossNotScaled(Rule):
 
     def check(self, model: ModuleModel) -> Iterator[Finding]:
         for loop in model.loops:
-            if loop.kind not in (LoopKind.GATED, LoopKind.INNER) or loop.k is None:
+            if loop.kind not in (LoopKind.GATED, LoopKind.INNER):
                 continue
-            k_assignments = loop.loop.frame.scope.assignments.get(loop.k_text, [])
-            if loop.k_literal is None and any(a.in_loop for a in k_assignments):
+            count = _micro_batch_list(loop) if loop.k is None else None
+            if loop.k is None and count is None:
+                continue
+            k = loop.k_phrase if count is None else f"`len({code(count)})`"
+            if loop.k_varies:
                 continue  # K changes during training (YOLO warm-up): the scale is managed by hand
             if loop.of_kind(Kind.GRAD_RESCALE) or loop.mixed:
                 continue
@@ -94,8 +103,19 @@ class LossNotScaled(Rule):
                     self.code,
                     event.node,
                     f"{show(event)}{via(event, loop)} backpropagates `{value}`{origin} undivided, but "
-                    f"{step_of(loop)} runs only every {loop.k_phrase} micro-batches: the update is "
-                    f"{loop.k_phrase} times the large-batch gradient; divide the loss by "
-                    f"{loop.k_phrase}",
-                    ga002.fix(model, loop, event),
+                    f"{step_of(loop)} runs only every {k} micro-batches: the update is "
+                    f"{k} times the large-batch gradient; divide the loss by {k}",
+                    ga002.fix(model, loop, event) if count is None else None,
                 )
+
+
+def _micro_batch_list(loop: TrainingLoop) -> cst.BaseExpression | None:
+    """`micro_batches` of an inner loop `for mb in micro_batches:` (a window split into a list
+    before it): K is its length."""
+    node = loop.loop.node
+    if loop.kind is not LoopKind.INNER or not isinstance(node, cst.For):
+        return None
+    iterable = node.iter
+    if isinstance(iterable, cst.Call) and dotted(iterable.func) == "enumerate" and positional(iterable):
+        iterable = positional(iterable)[0]
+    return iterable if dotted(iterable) is not None else None

@@ -8,7 +8,6 @@ from gradlint.fixes import ga010
 from gradlint.model import Guard, Kind, LoopKind, ModuleModel, Phase, TrainingLoop
 from gradlint.model.counters import contains, zero_based_counter
 from gradlint.model.gates import Resolver
-from gradlint.model.loops import names_assigned
 from gradlint.model.syntax import code, dotted, number
 from gradlint.rules.base import Finding, Rule, step_of
 
@@ -83,8 +82,8 @@ class OffByOneAccumulationGate(Rule):
             if not any(b.order < s.order for b in backwards for s in steps):
                 continue  # the step opens the window (before the backward): `i % K == 0` is right there
             counter = zero_based_counter(loop, gate, mod)
-            if counter is None or _rebound_in_loop(loop, mod):
-                continue
+            if counter is None or loop.k_varies:
+                continue  # K's first value decides the first window (warm-up ramps and adaptive windows start at 1)
             k = code(mod.right)
             if _reset_in_loop(loop, counter):
                 # After each step the counter restarts at 0 and is advanced before the next test: later
@@ -119,13 +118,6 @@ def _reset_in_loop(loop: TrainingLoop, counter: str) -> bool:
     node = loop.loop.node
     return any(a.operator is None and number(a.value) == 0 and contains(node, a.value)
                for a in loop.loop.frame.scope.assignments.get(counter, []))
-
-
-def _rebound_in_loop(loop: TrainingLoop, mod: cst.BinaryOperation) -> bool:
-    """K is assigned inside the micro-batch loop (a warm-up ramp, an adaptive window drawn after each
-    step): its first value decides the first window, and adaptive schedules start at 1."""
-    k = dotted(mod.right)
-    return k is not None and k in names_assigned(loop.loop.node)
 
 
 def _zero_test(expr: cst.BaseExpression, resolve: Resolver, depth: int) -> cst.BinaryOperation | None:
