@@ -753,3 +753,48 @@ def test_a_probe_backward_cleared_before_any_step_is_discarded() -> None:
             (g(x) / K).backward()
     """)
     assert not loop.discarded(loop.of_kind(Kind.BACKWARD)[0])  # a step may use it first
+
+
+@pytest.mark.parametrize(("branch", "kept"), [
+    ("if params.amp == -1:", False),  # `amp >= 0` fails there: the assert makes K 1
+    ("if not params.amp >= 0:", True),  # not read as the assert's condition negated (kept: conservative)
+    ("if params.amp == 0:", True),  # `amp >= 0` holds: K may be anything
+    ("if params.fp16:", True),
+])
+def test_a_branch_where_an_assert_makes_k_one_does_not_accumulate(branch: str, kept: bool) -> None:
+    loop = _only_loop(f"""
+        assert params.amp >= 0 or params.accumulate_gradients == 1
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y)
+            {branch}
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            else:
+                (loss / params.accumulate_gradients).backward()
+                if (i + 1) % params.accumulate_gradients == 0:
+                    optimizer.step()
+                    optimizer.zero_grad()
+    """)
+    assert loop.kind is LoopKind.GATED
+    clears = [e for e in loop.of_kind(Kind.ZERO_GRAD) if e.order < loop.of_kind(Kind.BACKWARD)[0].order]
+    assert bool(clears) is kept
+
+
+def test_the_else_of_the_asserted_condition_does_not_accumulate() -> None:
+    loop = _only_loop("""
+        assert params.amp >= 0 or params.accumulate_gradients == 1
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y)
+            if params.amp >= 0:
+                (loss / params.accumulate_gradients).backward()
+                if (i + 1) % params.accumulate_gradients == 0:
+                    optimizer.step()
+                    optimizer.zero_grad()
+            else:
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    """)
+    [clear] = loop.of_kind(Kind.ZERO_GRAD)  # the plain branch's clear is not the window's
+    assert loop.when(clear) is When.ONCE

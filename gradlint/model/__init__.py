@@ -78,7 +78,7 @@ def walk_loops(module: cst.Module, facts: ModuleFacts, scopes: ScopeCache) -> li
     for root, cls in iter_roots(module):
         if (0 if root is module else id(root)) not in facts.reaches_backward:
             continue  # no backward on any path from here: nothing to walk
-        for loop in build_loops(walker.walk(root, cls), facts.prepared):
+        for loop in build_loops(walker.walk(root, cls), facts.prepared, facts.k_one_unless):
             key = id(loop.loop.node)
             # The same loop is reached from its own function and from every caller that
             # inlines it; the walk that saw the most enclosing loops knows the most, and of

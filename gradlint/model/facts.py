@@ -14,7 +14,7 @@ from enum import Enum
 import libcst as cst
 
 from gradlint.model import traversal
-from gradlint.model.syntax import called_name, callee, dotted, keyword, last_part, string
+from gradlint.model.syntax import called_name, callee, dotted, keyword, last_part, number, string
 
 
 class Role(Enum):
@@ -66,6 +66,9 @@ class ModuleFacts:
     constructors: dict[str, cst.Call] = field(default_factory=dict)
     # names passed to or bound from `accelerator.prepare(...)` / `prepare_scheduler(...)`
     prepared: set[str] = field(default_factory=set)
+    # `assert A or K == 1` (either order): (A, K); where A fails, K is 1 (XLM: `assert params.amp >= 0
+    # or params.accumulate_gradients == 1`, so its `if params.amp == -1:` branch does not accumulate)
+    k_one_unless: list[tuple[cst.BaseExpression, cst.BaseExpression]] = field(default_factory=list)
 
     def role(self, text: str | None) -> Role:
         if not text:
@@ -253,6 +256,15 @@ class _FactsCollector(cst.CSTVisitor):
         if "." in name:
             return name.split(".")[0] not in ("apex", "deepscale")
         return name in self._torch_names
+
+    def visit_Assert(self, node: cst.Assert) -> None:
+        test = node.test
+        if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.Or):
+            for condition, other in ((test.left, test.right), (test.right, test.left)):
+                if (isinstance(other, cst.Comparison) and len(other.comparisons) == 1
+                        and isinstance(other.comparisons[0].operator, cst.Equal)
+                        and number(other.comparisons[0].comparator) == 1 and number(other.left) is None):
+                    self.facts.k_one_unless.append((condition, other.left))
 
     def visit_Import(self, node: cst.Import) -> None:
         for alias in node.names:

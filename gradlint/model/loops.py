@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -13,7 +14,7 @@ from gradlint.model.events import Framework, Kind
 from gradlint.model.facts import Role, constructor_role
 from gradlint.model.gates import Phase
 from gradlint.model.quantities import same_quantity
-from gradlint.model.syntax import canonical, code, dotted, last_part, number, positional
+from gradlint.model.syntax import canonical, code, dotted, last_part, number, positional, same_code
 from gradlint.model.walker import Event, Guard, LoopInfo, WalkResult
 
 
@@ -200,6 +201,39 @@ def _only_when_k_is_one(guard: Guard, k: cst.BaseExpression | None) -> bool:
     if guard.negated:
         return fails_for_one_only.get(operator, False)
     return holds_for_one_only.get(operator, False)
+
+
+def _asserted_k_one(guard: Guard, k: cst.BaseExpression | None,
+                    k_one_unless: Sequence[tuple[cst.BaseExpression, cst.BaseExpression]]) -> bool:
+    """The guard's branch runs only where an `assert A or K == 1` makes K 1: where A fails, as the
+    `else` of `if A:` or under `x == c` for an A of `x >= n` (or `>`, `<`, `<=`, `!=`, `==`) that c fails."""
+    if k is None or guard.periodic is not None:
+        return False
+    for condition, asserted_k in k_one_unless:
+        if not same_quantity(asserted_k, k):
+            continue
+        if guard.negated and same_code(guard.expr, condition):
+            return True
+        if not guard.negated and _excludes(guard.expr, condition):
+            return True
+    return False
+
+
+_HOLDS: dict[type, Callable[[float, float], bool]] = {
+    cst.GreaterThanEqual: operator.ge, cst.GreaterThan: operator.gt, cst.LessThanEqual: operator.le,
+    cst.LessThan: operator.lt, cst.Equal: operator.eq, cst.NotEqual: operator.ne,
+}
+
+
+def _excludes(test: cst.BaseExpression, condition: cst.BaseExpression) -> bool:
+    """`x == c` where `condition` is `x <op> n` and `c <op> n` is false (`amp == -1` against `amp >= 0`)."""
+    if not (isinstance(test, cst.Comparison) and isinstance(condition, cst.Comparison)
+            and len(test.comparisons) == 1 and len(condition.comparisons) == 1):
+        return False
+    holds = _HOLDS.get(type(condition.comparisons[0].operator))
+    value, bound = number(test.comparisons[0].comparator), number(condition.comparisons[0].comparator)
+    return (isinstance(test.comparisons[0].operator, cst.Equal) and holds is not None and value is not None
+            and bound is not None and same_code(test.left, condition.left) and not holds(value, bound))
 
 
 def _branches_of_one_gate(first: list[Guard], second: list[Guard]) -> bool:
@@ -552,8 +586,10 @@ def _key(nodes: tuple[cst.CSTNode, ...]) -> tuple[int, ...]:
     return tuple(map(id, nodes))
 
 
-def build_loops(walk: WalkResult, prepared: set[str] | frozenset[str] = frozenset()) -> list[TrainingLoop]:
-    """The training loops of one walked root (`prepared`: names passed to `accelerator.prepare`)."""
+def build_loops(walk: WalkResult, prepared: set[str] | frozenset[str] = frozenset(),
+                k_one_unless: Sequence[tuple[cst.BaseExpression, cst.BaseExpression]] = ()) -> list[TrainingLoop]:
+    """The training loops of one walked root (`prepared`: names passed to `accelerator.prepare`;
+    `k_one_unless`: the module's `assert A or K == 1`, as (A, K))."""
     loops: list[TrainingLoop] = []
     # A helper inlined at two call sites walks the same loop twice, under different enclosing
     # loops: a loop is its whole path, so the two walks never mix.
@@ -597,7 +633,8 @@ def build_loops(walk: WalkResult, prepared: set[str] | frozenset[str] = frozense
                 # `if K > 1: <accumulate> else: <step every micro-batch>`: the other branch runs
                 # only with K == 1, where nothing accumulates: no rule of the window reads it.
                 loop.events = [e for e in loop.events if not any(
-                    _only_when_k_is_one(g, loop.k) for g in loop.inner_guards(e))]
+                    _only_when_k_is_one(g, loop.k) or _asserted_k_one(g, loop.k, k_one_unless)
+                    for g in loop.inner_guards(e))]
                 loop.accumulating_optimizers = frozenset(
                     filter(None, (s.spec.optimizer or s.spec.receiver for s in gated))
                 )

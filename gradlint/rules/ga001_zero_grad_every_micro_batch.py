@@ -47,7 +47,10 @@ class ZeroGradEveryMicroBatch(Rule):
     discriminator on every one: the generator's backward runs under its step's condition, so
     nothing accumulates. Nor a clear in a block that asserts no gradient is there (`assert
     next(model.parameters()).grad is None`, a probe at a window's start): that block can only
-    run where nothing has accumulated.
+    run where nothing has accumulated. Nor one that runs only on a pass's first micro-batch
+    (`if step == 0:`) before that iteration's backward, where a window starts. Nor a branch that runs
+    only with K = 1: the `else` of `if K > 1:`, or where an `assert A or K == 1` in the file makes
+    A false (`if params.amp == -1:` with `assert params.amp >= 0 or params.accumulate_gradients == 1`).
 
     ## Example
     ```python
