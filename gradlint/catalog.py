@@ -192,5 +192,16 @@ RULES: tuple[RuleInfo, ...] = (
         ),
         offers_fixes=False,
     ),
+    RuleInfo(
+        code="GA016",
+        name="backward-after-micro-batch-loop",
+        default_enabled=True,
+        severity="error",
+        summary=(
+            "Flags a backward that runs once, right after a loop of K forward passes that reassigns the loss "
+            "on every pass and runs no backward itself: only the last pass's loss is backpropagated."
+        ),
+        offers_fixes=False,
+    ),
 )
 BY_CODE: dict[str, RuleInfo] = {rule.code: rule for rule in RULES}

@@ -136,12 +136,12 @@ class _Order(cst.CSTVisitor):
                 self.before.append(self.index)
             elif not self._inside_gate:
                 self.after.append(self.index)
-        if isinstance(node, cst.If) and contains(node.test, self.site):
+        if isinstance(node, cst.If) and traversal.holds(node.test, self.site):
             self.gate_ifs += 1
         return not isinstance(node, cst.FunctionDef | cst.ClassDef | cst.Lambda) or self.index == 1
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
-        if isinstance(original_node, cst.If) and contains(original_node.test, self.site):
+        if isinstance(original_node, cst.If) and traversal.holds(original_node.test, self.site):
             self.gate_ifs -= 1
 
     @property
@@ -149,10 +149,6 @@ class _Order(cst.CSTVisitor):
         return self.gate_ifs > 0
 
 
-def contains(root: cst.CSTNode, target: cst.CSTNode) -> bool:
-    if root is target:
-        return True
-    return any(contains(child, target) for child in root.children)
 
 
 def frozen_counter(loop: TrainingLoop, facts: ModuleFacts) -> cst.AugAssign | None:

@@ -495,6 +495,17 @@ def _sized_name(node: cst.BaseExpression) -> bool:
     return bool(lowered) and not any(w in lowered for w in ("iter", "cycle", "infinite", "stream"))
 
 
+def names_assigned(node: cst.CSTNode) -> list[str]:
+    """Every name a statement or block assigns (`x = ...`, `x += ...`, loop targets, `as x`), nested
+    blocks included."""
+    return _LoopBody.targets(node)
+
+
+def bound_names(target: cst.BaseExpression | cst.CSTNode) -> list[str]:
+    """The names an assignment target binds: `x`, `self.x`, each of `a, (b, *c)`."""
+    return _bound(target)
+
+
 class _LoopBody(cst.CSTVisitor):
     """The exits and writes of one loop body, not counting a nested loop's own break/continue."""
 

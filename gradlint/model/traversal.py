@@ -179,6 +179,20 @@ def _preorder_of(node: cst.CSTNode) -> tuple[Preorder, int]:
     return Preorder(node, locate=False), 0
 
 
+def holds(root: cst.CSTNode, node: cst.CSTNode) -> bool:
+    """Whether `node` is `root` or inside it: two lookups in the indexed tree's preorder (a node's
+    subtree is the run of positions up to its end), else a search of `root`'s subtree."""
+    found = _indexed
+    if found is not None:
+        outer, inner = found.at.get(id(root)), found.at.get(id(node))
+        if outer is not None and inner is not None:
+            return outer <= inner < found.ends[outer]
+    if root is node:
+        return True
+    listed = Preorder(root, locate=False)
+    return any(n is node for n in listed.nodes)
+
+
 def parents(root: cst.CSTNode) -> dict[int, cst.CSTNode]:
     """id(node) -> its parent, for every significant node under `root` (trivia has none listed):
     read off the preorder, where a node's parent is the nearest earlier node whose subtree holds it."""

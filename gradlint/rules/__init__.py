@@ -18,6 +18,7 @@ from gradlint.rules.ga012_missing_no_sync import MissingNoSync
 from gradlint.rules.ga013_token_mean_per_micro_batch import TokenMeanPerMicroBatch
 from gradlint.rules.ga014_gradients_never_cleared import GradientsNeverCleared
 from gradlint.rules.ga015_gate_counter_never_advances import GateCounterNeverAdvances
+from gradlint.rules.ga016_backward_after_micro_batch_loop import BackwardAfterMicroBatchLoop
 
 ALL_RULES: tuple[type[Rule], ...] = (
     ZeroGradEveryMicroBatch,
@@ -35,6 +36,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     TokenMeanPerMicroBatch,
     GradientsNeverCleared,
     GateCounterNeverAdvances,
+    BackwardAfterMicroBatchLoop,
 )
 RULES_BY_CODE: dict[str, type[Rule]] = {rule.code: rule for rule in ALL_RULES}
 

@@ -5,8 +5,8 @@ from collections.abc import Iterator
 import libcst as cst
 
 from gradlint.fixes import ga010
-from gradlint.model import Guard, Kind, LoopKind, ModuleModel, Phase, TrainingLoop
-from gradlint.model.counters import contains, zero_based_counter
+from gradlint.model import Guard, Kind, LoopKind, ModuleModel, Phase, TrainingLoop, traversal
+from gradlint.model.counters import zero_based_counter
 from gradlint.model.gates import Resolver
 from gradlint.model.syntax import code, dotted, number
 from gradlint.rules.base import Finding, Rule, step_of
@@ -116,7 +116,7 @@ def _count(k: cst.BaseExpression) -> str:
 def _reset_in_loop(loop: TrainingLoop, counter: str) -> bool:
     """`counter = 0` inside the micro-batch loop (in the step's block, as hlb-gpt writes it)."""
     node = loop.loop.node
-    return any(a.operator is None and number(a.value) == 0 and contains(node, a.value)
+    return any(a.operator is None and number(a.value) == 0 and traversal.holds(node, a.value)
                for a in loop.loop.frame.scope.assignments.get(counter, []))
 
 
