@@ -75,3 +75,19 @@ def train(model, make, optimizer, K, dataset, n):
 def test_ga004_names_the_length_of_what_the_loop_iterates(iterable: str, length: str) -> None:
     messages = _messages(GATED.format(iterable=iterable), "GA004")
     assert len(messages) == 1 and f"when `{length}` is not a multiple of `K`" in messages[0], messages
+
+
+def test_quoted_code_leaves_out_comments() -> None:
+    source = """
+import torch
+
+def train(model, loader, optimizer, K, skip):
+    for i, (x, y) in enumerate(loader):
+        (model(x, y) / K).backward()
+        if ((i + 1) % K == 0  # end of a window ("#" in a comment)
+                and not skip):
+            optimizer.step()
+            optimizer.zero_grad()
+"""
+    [message] = _messages(source, "GA004")
+    assert "the step runs only when `((i + 1) % K == 0 and not skip)`," in message

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import io
+import tokenize
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -40,9 +42,23 @@ def written(node: cst.CSTNode) -> str:
 
 
 def code(node: cst.CSTNode) -> str:
-    """Source text of a node, whitespace-normalised to one line (for messages)."""
+    """Source text of a node, whitespace-normalised to one line, without comments (for messages)."""
     reads_layout(node)
-    return " ".join(_EMPTY.code_for_node(node).split())
+    text = _EMPTY.code_for_node(node)
+    return " ".join((_without_comments(text) if "#" in text else text).split())
+
+
+def _without_comments(text: str) -> str:
+    """`text` with each comment cut to its line's end (a `#` inside a string stays)."""
+    lines = text.split("\n")
+    try:
+        comments = [t.start for t in tokenize.generate_tokens(io.StringIO(f"(\n{text}\n)").readline)
+                    if t.type == tokenize.COMMENT]
+    except (tokenize.TokenError, SyntaxError):
+        return text
+    for row, col in comments:  # rows count from 1, and the first line is the opening bracket
+        lines[row - 2] = lines[row - 2][:col].rstrip()
+    return "\n".join(lines)
 
 
 def canonical(node: cst.CSTNode) -> str:
