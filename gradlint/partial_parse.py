@@ -39,13 +39,13 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from gradlint.lines import LINE_END, source_lines
 from gradlint.model import traversal
-from gradlint.tree_from_ast import Origins, indentation, source_lines, starts_line
+from gradlint.tree_from_ast import Origins, indentation, starts_line
 from gradlint.trusted_parse import validation_off
 
 _BODIES = (cst.IndentedBlock, cst.Module)
 _BLANK_OR_COMMENT = re.compile(r"[ \t\f]*(?:#[^\r\n]*)?(?:\r\n|\r|\n)?\Z")
-_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def layout(source: str, tree: ast.Module, lines: list[str]) -> tuple[str, str]:
     """The module's indentation unit and line end as LibCST detects them: the indentation of the
     first line that starts an indented statement (the first INDENT token), else four spaces; the
     first line end, else a newline."""
-    first_end = _LINE_END.search(source)
+    first_end = LINE_END.search(source)
     first = _first_indented(tree.body, lines)
     return (indentation(lines[first.lineno - 1]) if first is not None else "    ",
             first_end.group() if first_end else "\n")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -23,10 +22,10 @@ import libcst as cst
 from libcst._nodes.internal import CodegenState  # the hook PositionProvider itself builds on
 from libcst.metadata import CodePosition, CodeRange
 
+from gradlint.lines import line_starts
 from gradlint.model import traversal
 
 # The line ends LibCST's position state counts (its `NEWLINE_RE`): a lone `\r` ends a line too.
-_NEWLINE = re.compile(r"\r\n?|\n")
 _NOTHING = nullcontext()
 
 
@@ -52,11 +51,7 @@ def positions_of(module: cst.Module, nodes: Iterable[cst.CSTNode], source: str |
 def _by_module(module: cst.Module, wanted: dict[int, Any]) -> dict[int, CodeRange]:
     state = _State(module.default_indent, module.default_newline, wanted)
     module._codegen(state)  # as LibCST's own position providers generate code
-    return _ranges(state, wanted, 0, _line_starts("".join(state.tokens)))
-
-
-def _line_starts(text: str) -> list[int]:
-    return [0, *(match.end() for match in _NEWLINE.finditer(text))]
+    return _ranges(state, wanted, 0, line_starts("".join(state.tokens)))
 
 
 def _ranges(state: _State, keys: Iterable[int], base: int, starts: list[int]) -> dict[int, CodeRange]:
@@ -94,7 +89,7 @@ def _by_statement(module: cst.Module, wanted: dict[int, Any], source: str, roots
         if statement is not None:
             groups.setdefault(id(statement), (statement, []))[1].append(key)
     found: dict[int, CodeRange] = {}
-    starts = _line_starts(source) if groups else []
+    starts = line_starts(source) if groups else []
     for statement, keys in groups.values():
         current: cst.CSTNode | None = statement
         while current is not None:

@@ -37,6 +37,7 @@ from typing import NamedTuple, TypeVar
 import libcst as cst
 from libcst import MaybeSentinel
 
+from gradlint.lines import source_lines
 from gradlint.model import traversal
 from gradlint.model.traversal import TRIVIA
 from gradlint.trusted_parse import validation_off
@@ -176,12 +177,6 @@ def built_module(source: str, tree: ast.Module) -> Built:
         builder.statement_builders.clear()
 
 
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")  # Python's own line ends, not str.splitlines'
-
-
-def source_lines(source: str) -> list[str]:
-    """The lines of `source` with their ends, split where Python splits them (not str.splitlines)."""
-    return [m.group() for m in _LINE.finditer(source)]
 
 
 def indentation(line: str) -> str:

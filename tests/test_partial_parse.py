@@ -15,9 +15,10 @@ import pytest
 import gradlint.checker as checker
 from gradlint import partial_parse
 from gradlint.checker import check_source
+from gradlint.lines import source_lines
 from gradlint.model import traversal
 from gradlint.rules import ALL_RULES
-from gradlint.tree_from_ast import Unsupported, built_module, source_lines
+from gradlint.tree_from_ast import Unsupported, built_module
 
 from .conftest import FIXTURES
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -14,8 +13,7 @@ import libcst as cst
 from libcst.metadata import CodeRange
 
 from gradlint.fixes.text import Applicability, TextEdit, TextFix  # re-exported: existing imports keep working
-
-_LINE_END = re.compile(r"\r\n|\r|\n")
+from gradlint.lines import line_starts
 
 
 class EditKind(Enum):
@@ -49,7 +47,7 @@ class Lines:
     def __init__(self, source: str) -> None:
         self.source = source
         # Python's line ends, as LibCST's positions count them: a lone `\r` (old Mac files) ends a line too.
-        self.starts = [0, *(match.end() for match in _LINE_END.finditer(source))]
+        self.starts = line_starts(source)
 
     def offset(self, line: int, column: int) -> int:
         return self.starts[line - 1] + column
