@@ -798,3 +798,23 @@ def test_the_else_of_the_asserted_condition_does_not_accumulate() -> None:
     """)
     [clear] = loop.of_kind(Kind.ZERO_GRAD)  # the plain branch's clear is not the window's
     assert loop.when(clear) is When.ONCE
+
+
+@pytest.mark.parametrize(("line", "scaling"), [
+    ("loss = extract_loss(report, K)", Scaling.UNKNOWN),  # a function of another module, given K
+    ("loss = extract_loss(report, n)", Scaling.UNKNOWN),  # ... or a value made from K
+    ("loss = extract_loss(report)", Scaling.RAW),
+    ("loss = extract_loss(report, 2)", Scaling.RAW),
+])
+def test_a_call_out_of_sight_given_k_may_divide(line: str, scaling: Scaling) -> None:
+    assert _scaling(f"""
+        from elsewhere import extract_loss
+        for i, batch in enumerate(loader):
+            n = min(K, len(loader) - i)
+            report = model(batch)
+            {line}
+            loss.backward()
+            if (i + 1) % K == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+    """) is scaling

@@ -153,7 +153,25 @@ class _Tracer:
         helper = self._helper_returns(node, frame)
         if helper is not None:
             return helper
+        if frame is not None and any(self._given_k(a.value, frame.resolve) for a in node.args):
+            # `extract_loss(report, loss_divisor)` from another module, given K (or a value made
+            # from it): it may well divide by it, and its body is not in this file.
+            return Provenance(Scaling.UNKNOWN, f"from `{_short(node)}`, given K")
         return Provenance(Scaling.RAW, f"from `{_short(node)}`")
+
+    def _given_k(self, node: cst.BaseExpression, resolve: Resolver, depth: int = 0) -> bool:
+        """K itself, or a name bound (through parameters and locals) to a value that mentions K
+        (`loss_divisor` given `n = min(update_frequency, remaining)`)."""
+        if self._by_k(node):
+            return True
+        name = dotted(node)
+        if name is None or depth > 2:
+            return False
+        values = resolve(name)
+        return 0 < len(values) <= 3 and all(
+            any(self._by_k(n) for n in _names_and_attributes(value))
+            or (dotted(value) is not None and self._given_k(value, inner, depth + 1))
+            for value, inner in values)
 
     def _helper_returns(self, node: cst.Call, frame) -> Provenance | None:
         func = node.func
@@ -261,6 +279,20 @@ def _mentions(node: cst.CSTNode, names: set[str]) -> bool:
     finder = _NameFinder(names)
     traversal.visit(node, finder)
     return finder.found
+
+
+def _names_and_attributes(node: cst.BaseExpression) -> list[cst.BaseExpression]:
+    found: list[cst.BaseExpression] = []
+
+    class Collect(cst.CSTVisitor):
+        def visit_Name(self, n: cst.Name) -> None:
+            found.append(n)
+
+        def visit_Attribute(self, n: cst.Attribute) -> None:
+            found.append(n)
+
+    traversal.visit(node, Collect())
+    return found
 
 
 class _NameFinder(cst.CSTVisitor):

@@ -48,7 +48,9 @@ class ZeroGradEveryMicroBatch(Rule):
     nothing accumulates. Nor a clear in a block that asserts no gradient is there (`assert
     next(model.parameters()).grad is None`, a probe at a window's start): that block can only
     run where nothing has accumulated. Nor one that runs only on a pass's first micro-batch
-    (`if step == 0:`) before that iteration's backward, where a window starts. Nor a branch that runs
+    (`if step == 0:`) before that iteration's backward, where a window starts, or under a flag that
+    opens windows (`if should_start_update:`, set False in that block and True again only right
+    after the step). Nor a branch that runs
     only with K = 1: the `else` of `if K > 1:`, or where an `assert A or K == 1` in the file makes
     A false (`if params.amp == -1:` with `assert params.amp >= 0 or params.accumulate_gradients == 1`).
 
@@ -108,7 +110,8 @@ class ZeroGradEveryMicroBatch(Rule):
                     receiver = event.spec.receiver
                     if stepped_every and receiver not in loop.accumulating_optimizers:
                         continue  # GAN-style: another optimizer steps every iteration
-                    if _asserted_clear(model, loop, event) or _on_first_micro_batch(loop, event):
+                    if (_asserted_clear(model, loop, event) or _on_first_micro_batch(loop, event)
+                            or _under_window_flag(model, loop, event)):
                         continue  # its block runs only where no gradient has accumulated yet
                     # A clear that cancels a probe's backward cannot move after the step: the probe's
                     # gradient would join the window's. The probe must move (or save the gradients).
@@ -164,6 +167,47 @@ def _asserted_clear(model: ModuleModel, loop: TrainingLoop, event: Event) -> boo
         if isinstance(block, cst.If) and block.test is guard.expr and _asserts_no_grad(block.body):
             return True
     return False
+
+
+def _under_window_flag(model: ModuleModel, loop: TrainingLoop, event: Event) -> bool:
+    """The clear sits under `if should_start_update:` (mmf's trainer), a flag the same block sets
+    False and that is set True only before the loop or right after the step (a later statement of a
+    block whose earlier statement runs the step): the block runs once per window, at its start."""
+    scope = loop.loop.frame.scope
+    steps = [_call_site(loop, s) for s in loop.of_kind(Kind.STEP) if s.spec.optimizer or s.spec.receiver]
+    for guard in loop.inner_guards(event):
+        flag = dotted(guard.expr)
+        block = model.parents.get(id(guard.expr))
+        if guard.negated or flag is None or guard.frame.scope is not scope or not isinstance(block, cst.If):
+            continue
+        values = scope.assignments.get(flag, [])
+        if not values or any(a.operator is not None or dotted(a.value) not in ("True", "False") for a in values):
+            continue
+        closes = any(dotted(a.value) == "False" and traversal.holds(block.body, a.value) for a in values)
+        opens = [a for a in values if dotted(a.value) == "True" and traversal.holds(loop.loop.node, a.value)]
+        if closes and opens and all(_right_after(model, a.value, steps) for a in opens):
+            return True
+    return False
+
+
+def _call_site(loop: TrainingLoop, event: Event) -> cst.CSTNode:
+    """Where the event runs in the loop's own function: the event, or the helper call holding it."""
+    calls = event.frame.via[len(loop.loop.frame.via):]
+    return calls[0] if calls else event.node
+
+
+def _right_after(model: ModuleModel, value: cst.CSTNode, steps: list[cst.CSTNode]) -> bool:
+    """`flag = True` follows, in its block, a simple statement that runs a step (not an `if` that may
+    skip it: the flag would reopen the window on passes without a step)."""
+    statement = model.parents.get(id(value))
+    while statement is not None and not isinstance(statement, cst.SimpleStatementLine):
+        statement = model.parents.get(id(statement))
+    block = model.parents.get(id(statement)) if statement is not None else None
+    if not isinstance(block, cst.IndentedBlock):
+        return False
+    index = next((i for i, s in enumerate(block.body) if s is statement), 0)
+    return any(isinstance(s, cst.SimpleStatementLine) and traversal.holds(s, step)
+               for s in block.body[:index] for step in steps)
 
 
 def _on_first_micro_batch(loop: TrainingLoop, event: Event) -> bool:

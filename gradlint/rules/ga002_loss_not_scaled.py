@@ -30,7 +30,9 @@ class LossNotScaled(Rule):
     `gradient_accumulation_steps` (it divides), DeepSpeed engines, and a K that changes during
     training (YOLO-style warm-up), where the scale is managed on purpose. Dividing a copy for
     logging does not count: only what reaches backward does. An object of unknown kind given the
-    loss (`accumulator.backward(loss)`) is not judged: whether it divides is not visible here. A
+    loss (`accumulator.backward(loss)`) is not judged: whether it divides is not visible here; nor a
+    loss from a function of another module given K or a value made from it (`extract_loss(report,
+    loss_divisor)`). A
     sum divided by the micro-batch's own size (`losses.sum() / x.shape[0]`, `x.size(0)`,
     `x.numel()`) or by its own token count computed there (`/ mask.sum()`, `/ (valid + 1e-8)` with
     `valid = torch.sum(batch["loss_mask"])`) is a mean written by hand, and counts as undivided; a

@@ -3,9 +3,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import libcst as cst
+
 from gradlint.fixes import ga005
-from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, When
-from gradlint.model.syntax import code
+from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, When, traversal
+from gradlint.model.syntax import code, method_name
 from gradlint.rules.base import Finding, Rule, conditions, show, via
 
 
@@ -22,8 +24,10 @@ class ClipWithoutUnscale(Rule):
 
     Not flagged: `accelerator.clip_grad_norm_` and Lightning's `self.clip_gradients` (they unscale
     first), and an `unscale_` under the same condition as the clip (`if args.clip: unscale_; clip`)
-    or under a mixed-precision condition (`if args.amp: scaler.unscale_(optimizer)`). An `unscale_`
-    under another condition (`if args.log_grad_norm:`) does not cover a clip that runs without it.
+    or under a mixed-precision condition (`if args.amp: scaler.unscale_(optimizer)`), nor a clip
+    given the scale (`clip_grad_norm_(params, max_norm * scaler.get_scale())`: a scaled threshold
+    for scaled gradients). An `unscale_` under another condition (`if args.log_grad_norm:`) does
+    not cover a clip that runs without it.
 
     ## Example
     ```python
@@ -77,6 +81,8 @@ class ClipWithoutUnscale(Rule):
                     continue
                 if all(_exclusive(b, clip) for b in scaled):
                     continue  # `if use_amp: scaler.scale(loss).backward() ... else: loss.backward(); clip`
+                if isinstance(clip.node, cst.Call) and _scaled_threshold(clip.node):
+                    continue  # `max_norm * scaler.get_scale()`: the threshold is scaled with the gradients
                 scaler = sorted(scalers)[0]
                 reason = _reason(loop.of_kind(Kind.UNSCALE), clip, scaler)
                 stepped = {e.spec.optimizer for e in loop.of_kind(Kind.STEP)
@@ -95,6 +101,22 @@ class ClipWithoutUnscale(Rule):
 # Conditions about mixed precision itself (`if args.amp:`, `if scaler is not None:`) hold
 # whenever the scaler is live, so an unscale under one of them covers any clip.
 _AMP_WORDS = re.compile(r"(?i)amp|scaler|fp16|half|mixed|precision|autocast")
+
+
+def _scaled_threshold(call: cst.Call) -> bool:
+    """A clip given the loss scale (`clip_grad_norm_(params, max_norm * scaler.get_scale())`, mmf's
+    `clip_gradients(..., scale=scaler.get_scale())`): clipping scaled gradients at a scaled threshold
+    is clipping the real ones at the threshold."""
+    class GetScale(cst.CSTVisitor):
+        found = False
+
+        def visit_Call(self, node: cst.Call) -> None:
+            self.found = self.found or method_name(node) == "get_scale"
+
+    finder = GetScale()
+    for arg in call.args:
+        traversal.visit(arg.value, finder)
+    return finder.found
 
 
 def _exclusive(first: Event, second: Event) -> bool:
