@@ -87,8 +87,10 @@ class TrainingLoop:
         first = min(later, key=lambda e: e.order, default=None)
         if first is None or first.kind is not Kind.ZERO_GRAD:
             return None
-        clear = self.inner_guards(first)
-        return first if clear == guards[: len(clear)] else None
+        # All of the clear's conditions, not only those inside the loop: a clear after the loop under
+        # `if not torch.isfinite(grad_norm):` (a skipped update) does not run whenever the backward did.
+        clear = list(first.guards)
+        return first if clear == list(backward.guards[: len(clear)]) else None
 
     @property
     def depth(self) -> int:

@@ -103,6 +103,11 @@ class _Tracer:
                     return Provenance(Scaling.DIVIDED, f"multiplied by `{factor:g}`")
                 other = node.right if left is not None else node.left
                 return self.expr(other, frame, order, depth + 1)
+            for mean, other in ((node.left, node.right), (node.right, node.left)):
+                if _has_division(mean) and not _has_division(other) and not self._by_k(other):
+                    found = self.expr(mean, frame, order, depth + 1)
+                    if found.hand_mean:  # `torch.sum(loss) / n_tokens * dp_size`: still one micro-batch's mean
+                        return found
             if _has_division(node.left) or _has_division(node.right):
                 return Provenance(Scaling.DIVIDED, f"multiplied by a ratio in `{code(node)}`")
             # `loss * weight`: a deliberate weighting of the terms; not evidence of a bug.
