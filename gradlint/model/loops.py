@@ -595,6 +595,14 @@ def _alternating(loop: TrainingLoop, backwards: list[Event], steps: list[Event],
     return all(any(s.order > b.order for s in every) for b in backwards if loop.when(b) is not When.ONCE)
 
 
+def _in_other_branch(event: Event, around: list[set[tuple[str, bool]]]) -> bool:
+    """The event runs under the negation of a condition every backward of the loop runs under."""
+    if not around:
+        return False
+    negated = {(text, not flag) for text, flag in (g.key for g in event.guards)}
+    return all(negated & keys for keys in around)
+
+
 def _key(nodes: tuple[cst.CSTNode, ...]) -> tuple[int, ...]:
     return tuple(map(id, nodes))
 
@@ -616,11 +624,14 @@ def build_loops(walk: WalkResult, prepared: set[str] | frozenset[str] = frozense
     for info in micro_loops:
         path = (*info.chain, info.node)
         in_loop = [e for e in walk.events if _key(e.loops[: len(path)]) == _key(path)]
-        after = [e for e in walk.events if e.order > info.end and e.loops[: len(info.chain)] == info.chain
-                 and info.node not in e.loops]
-        before = [e for e in walk.events if e.order < info.start and e.loops == info.chain]
         steps = [e for e in in_loop if e.kind is Kind.STEP]
         backwards = [e for e in in_loop if e.kind is Kind.BACKWARD]
+        # Not what runs in another branch of an `if` around the loop (`if distill: train_a(...) else:
+        # train_b(...)`): that never follows this loop in one pass.
+        around = [{g.key for g in b.guards if g.depth <= len(info.chain)} for b in backwards]
+        after = [e for e in walk.events if e.order > info.end and e.loops[: len(info.chain)] == info.chain
+                 and info.node not in e.loops and not _in_other_branch(e, around)]
+        before = [e for e in walk.events if e.order < info.start and e.loops == info.chain]
         loop = TrainingLoop(LoopKind.UNKNOWN, info, None, in_loop, after, before)
         if any(b.spec.framework is Framework.DEEPSPEED for b in backwards) or any(
             s.spec.framework is Framework.DEEPSPEED for s in steps

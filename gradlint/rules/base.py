@@ -89,14 +89,14 @@ def runs_on(loop: TrainingLoop, event: Event) -> str:
     if loop.when(event) is not When.REST:
         return "every micro-batch"
     rest = [g for g in loop.inner_guards(event) if g.periodic is not None and g.periodic.phase is Phase.REST]
-    if loop.gate is None or any(_same_test(g, loop.gate) for g in rest):
+    if loop.gate is None or any(same_test(g, loop.gate) for g in rest):
         gate = f" (when `{code(loop.gate.expr)}` is false)" if loop.gate is not None else ""
         return f"the micro-batches where no step runs{gate}"
     guard = rest[0]
     return f"the micro-batches where `{code(guard.expr)}` {'is false' if guard.negated else 'holds'}"
 
 
-def _same_test(guard: Guard, gate: Guard) -> bool:
+def same_test(guard: Guard, gate: Guard) -> bool:
     """The same residue test (`(i + 1) % k`), whatever comparison it is in (`== 0`, `!= 0`, `not`)."""
     first, second = guard.periodic, gate.periodic
     if first is not None and second is not None and first.test is not None and second.test is not None:

@@ -10,6 +10,7 @@ from gradlint.model import (
     Kind,
     LoopKind,
     ModuleModel,
+    Phase,
     Role,
     TrainingLoop,
     drained_iterable,
@@ -21,7 +22,7 @@ from gradlint.model.gates import Periodicity
 from gradlint.model.quantities import same_quantity
 from gradlint.model.syntax import code, dotted, last_part, positional, same_code
 from gradlint.model.walker import Guard
-from gradlint.rules.base import Finding, Rule
+from gradlint.rules.base import Finding, Rule, same_test
 
 
 class MissingRemainderStep(Rule):
@@ -58,7 +59,9 @@ class MissingRemainderStep(Rule):
     gradients between epochs: that first step applies what the previous epoch left, a window of at
     most K (an off-by-one after the backward is GA010's finding). Nor loops that skip everything after
     the last whole window before its backward (`if i // K >= n: continue`), nor a gate whose counter
-    never advances again (GA015). A loop with no epoch loop around it in the file is one pass, as far
+    never advances again (GA015), nor a loop followed by a clear under the gate's own test on its
+    other side (`if i % K != K - 1: optimizer.zero_grad()`): the incomplete window is dropped on
+    purpose, like `drop_last=True`. A loop with no epoch loop around it in the file is one pass, as far
     as gradlint can see: the message then says the tail is carried into the next pass, if any; such
     a pass that breaks on its own micro-batch count (`if iter_num > max_iters: break`, pretraining
     over a streaming dataset) is the whole run, and is not flagged: its tail is the end of training
@@ -114,6 +117,8 @@ class MissingRemainderStep(Rule):
                 continue  # a global counter: windows run across epochs
             if any(e.kind is Kind.STEP for e in loop.after):
                 continue  # a flush after the loop
+            if _tail_dropped(loop):
+                continue  # a clear after the loop where a window is incomplete: the tail dropped on purpose
             if frozen_counter(loop, model.facts) is not None:
                 continue  # GA015: the gate never holds again, so there is no last window to flush
             if _whole_windows_only(loop, periodic):
@@ -132,6 +137,24 @@ class MissingRemainderStep(Rule):
             )
 
 
+def _tail_dropped(loop: TrainingLoop) -> bool:
+    """`if i % K != K - 1: optimizer.zero_grad()` right after the loop (icefall's trainers): the
+    gate's own test, on the side where no step ran last, clears the incomplete window: a remainder
+    policy like `drop_last`, not a gradient carried on."""
+    gate = loop.gate
+    assert gate is not None
+    for event in loop.after:
+        if event.kind is not Kind.ZERO_GRAD:
+            continue
+        for guard in event.guards:
+            periodic = guard.periodic
+            if periodic is None or not same_test(guard, gate):
+                continue
+            if periodic.phase is Phase.REST or (guard.negated and periodic.phase is Phase.ONCE):
+                return True
+    return False
+
+
 def _clear_before(model: ModuleModel, loop: TrainingLoop) -> Event | None:
     """A `zero_grad()` that runs unconditionally before the loop on every pass (at the start of the
     epoch loop's body, or of the function that holds the loop), on the accumulating optimizer or
@@ -139,8 +162,12 @@ def _clear_before(model: ModuleModel, loop: TrainingLoop) -> Event | None:
     if not loop.loop.chain:
         return None  # module level: it runs once, before training
     depth = len(loop.loop.chain)
+    # Conditions the whole loop runs under too (`else: train_one_epoch(...)` around both) do not make
+    # the clear conditional relative to the loop.
+    backwards = loop.accumulating_backwards()
+    around = set.intersection(*({g.key for g in b.guards} for b in backwards)) if backwards else set()
     for event in loop.before:
-        if event.kind is not Kind.ZERO_GRAD or any(g.depth >= depth for g in event.guards):
+        if event.kind is not Kind.ZERO_GRAD or any(g.depth >= depth and g.key not in around for g in event.guards):
             continue
         name = event.spec.receiver
         if model.facts.role(name) is Role.OPTIMIZER and name not in loop.accumulating_optimizers:
