@@ -57,6 +57,13 @@ def conditions(event: Event) -> set[tuple[str, bool]]:
     return {g.key for g in event.guards if not g.exceptional}
 
 
+def exclusive(first: Event, second: Event) -> bool:
+    """The two never run in the same iteration: one is under a condition the other is under the
+    negation of (the two branches of `if use_amp: ... else: ...`)."""
+    theirs = conditions(second)
+    return any((text, not negated) in theirs for text, negated in conditions(first))
+
+
 def show(event: Event) -> str:
     """`optimizer.zero_grad()`, for messages."""
     return f"`{event.spec.display}`"

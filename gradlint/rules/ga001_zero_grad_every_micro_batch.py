@@ -21,7 +21,7 @@ from gradlint.model import (
 )
 from gradlint.model.grad_writes import writes_gradients
 from gradlint.model.syntax import code, conjuncts, dotted, number
-from gradlint.rules.base import Finding, Rule, conditions, runs_on, show, step_of, via
+from gradlint.rules.base import Finding, Rule, conditions, exclusive, runs_on, show, step_of, via
 
 
 class ZeroGradEveryMicroBatch(Rule):
@@ -29,6 +29,10 @@ class ZeroGradEveryMicroBatch(Rule):
     ## What it does
     Flags a `zero_grad()` that runs on micro-batches where no optimizer step runs, in a loop that
     accumulates gradients over K micro-batches.
+
+    Also one under the step's own condition that runs before that micro-batch's backward (`if (i +
+    1) % K == 0: optimizer.zero_grad()`, then `loss.backward()`, then the gated step): it wipes the
+    K - 1 micro-batches before it.
 
     ## Why is this bad?
     Gradient accumulation relies on `.grad` summing over the K micro-batches of a window. Clearing
@@ -103,6 +107,11 @@ class ZeroGradEveryMicroBatch(Rule):
                 }
                 for event in loop.of_kind(Kind.ZERO_GRAD):
                     when = loop.when(event)
+                    if when is When.ONCE and loop.kind is LoopKind.GATED and event.spec.framework is not \
+                            Framework.DEEPSPEED and _before_the_last_backward(loop, event):
+                        yield Finding(self.code, event.node, self._message_before_backward(loop, event),
+                                      ga001.fix(model, loop, event))
+                        continue
                     if when not in (When.EVERY, When.REST) or event.spec.framework is Framework.DEEPSPEED:
                         continue
                     if any(g.skip_branch for g in loop.inner_guards(event)):
@@ -133,6 +142,14 @@ class ZeroGradEveryMicroBatch(Rule):
                         "`optimizer.zero_grad()` instead",
                         ga001.fix(model, loop, event),
                     )
+
+    def _message_before_backward(self, loop: TrainingLoop, event: Event) -> str:
+        assert loop.gate is not None
+        return (
+            f"{show(event)}{via(event, loop)} runs under the step's condition (`{code(loop.gate.expr)}`) but "
+            f"before that micro-batch's backward: it wipes the {loop.k_phrase} - 1 micro-batches accumulated "
+            f"before it, so each step applies one micro-batch's gradient; clear after the step instead"
+        )
 
     def _message(self, loop, event, when: When) -> str:
         what = f"{show(event)}{via(event, loop)}"
@@ -167,6 +184,25 @@ def _asserted_clear(model: ModuleModel, loop: TrainingLoop, event: Event) -> boo
         if isinstance(block, cst.If) and block.test is guard.expr and _asserts_no_grad(block.body):
             return True
     return False
+
+
+def _before_the_last_backward(loop: TrainingLoop, event: Event) -> bool:
+    """The clear runs exactly where the step does (under the step's own gate, `if (j + 1) % K == 0:
+    optimizer.zero_grad()` before `loss.backward()`, dlrm's mlperf path), and a backward of every
+    micro-batch runs between it and the step: the window's earlier micro-batches are wiped."""
+    gate = loop.gate
+    if gate is None or gate.key not in conditions(event):
+        return False
+    here = tuple(map(id, event.loops))  # one pass of the same loop (not a second training phase after it)
+    steps = [s for s in loop.of_kind(Kind.STEP) if gate.key in conditions(s) and s.order > event.order
+             and (s.spec.optimizer or s.spec.receiver) in loop.accumulating_optimizers and not exclusive(s, event)
+             and tuple(map(id, s.loops)) == here]
+    backwards = [b for b in loop.accumulating_backwards()
+                 if tuple(map(id, b.loops)) == here and not exclusive(b, event)]
+    # Before every backward of the pass (a helper walked twice lists the loop's events twice: a clear
+    # after the first copy's step is not before the second copy's backward).
+    return loop.in_loop(event) and bool(backwards) and all(event.order < b.order for b in backwards) and any(
+        b.order < s.order and loop.when(b) is When.EVERY and not exclusive(b, s) for b in backwards for s in steps)
 
 
 def _under_window_flag(model: ModuleModel, loop: TrainingLoop, event: Event) -> bool:

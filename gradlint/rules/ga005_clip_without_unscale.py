@@ -8,7 +8,7 @@ import libcst as cst
 from gradlint.fixes import ga005
 from gradlint.model import Event, Framework, Kind, LoopKind, ModuleModel, When, traversal
 from gradlint.model.syntax import code, method_name
-from gradlint.rules.base import Finding, Rule, conditions, show, via
+from gradlint.rules.base import Finding, Rule, conditions, exclusive, show, via
 
 
 class ClipWithoutUnscale(Rule):
@@ -79,7 +79,7 @@ class ClipWithoutUnscale(Rule):
                 scaled = [e for e in loop.of_kind(Kind.BACKWARD) if e.spec.scaler]
                 if any(_covers(u, clip, scaled) for u in loop.of_kind(Kind.UNSCALE) if u.order < clip.order):
                     continue
-                if all(_exclusive(b, clip) for b in scaled):
+                if all(exclusive(b, clip) for b in scaled):
                     continue  # `if use_amp: scaler.scale(loss).backward() ... else: loss.backward(); clip`
                 if isinstance(clip.node, cst.Call) and _scaled_threshold(clip.node):
                     continue  # `max_norm * scaler.get_scale()`: the threshold is scaled with the gradients
@@ -117,13 +117,6 @@ def _scaled_threshold(call: cst.Call) -> bool:
     for arg in call.args:
         traversal.visit(arg.value, finder)
     return finder.found
-
-
-def _exclusive(first: Event, second: Event) -> bool:
-    """The two never run in the same iteration: one is under a condition the other is under the
-    negation of (the two branches of `if use_amp: ... else: ...`)."""
-    theirs = conditions(second)
-    return any((text, not negated) in theirs for text, negated in conditions(first))
 
 
 def _covers(unscale: Event, clip: Event, scaled: list[Event]) -> bool:
