@@ -141,7 +141,10 @@ def _backward(
     facts: ModuleFacts,
     label: dict[str, object],
 ) -> EventSpec:
-    pos = positional(call)
+    # The loss a wrapper backpropagates: its first argument, or `loss=` (`booster.backward(loss=loss,
+    # optimizer=optimizer)`); a tensor's own `backward()` takes none.
+    first = positional(call)[0] if positional(call) else keyword(call, "loss")
+    pos = [first] if first is not None else []
     role = facts.role(recv)
     if pos and role is Role.ACCELERATOR:
         return EventSpec(Kind.BACKWARD, call, recv, Framework.ACCELERATE, pos[0], extra=label)
@@ -149,8 +152,9 @@ def _backward(
         return EventSpec(Kind.BACKWARD, call, recv, Framework.FABRIC, pos[0], extra=label)
     if pos and role is Role.ENGINE:
         return EventSpec(Kind.BACKWARD, call, recv, Framework.DEEPSPEED, pos[0], extra=label)
-    if pos and role is Role.OPTIMIZER:
-        # apex-style `FP16_Optimizer.backward(loss)`: scales by the loss scale, never by K.
+    if pos and (role is Role.OPTIMIZER or last_part(recv).endswith("booster")):
+        # apex-style `FP16_Optimizer.backward(loss)`: scales by the loss scale, never by K; and
+        # ColossalAI's `booster.backward(loss, optimizer)`, which calls its optimizer's backward.
         return EventSpec(Kind.BACKWARD, call, recv, Framework.TORCH, pos[0], extra=label)
     if pos and facts.uses_deepspeed and recv is not None:
         # `model.backward(loss)` where `model` came back from deepspeed.initialize elsewhere.

@@ -144,6 +144,15 @@ class TrainingLoop:
         return f"`{self.k_text}`"
 
     @property
+    def k_is_one(self) -> bool:
+        """K is a name bound only to the literal 1 (`GRADIENT_ACCUMULATE_EVERY = 1` at the top of a
+        script): as written, nothing accumulates."""
+        if self.k is None or self.k_literal is not None or not isinstance(self.k, cst.Name):
+            return self.k_literal == 1
+        values = self.loop.frame.resolve(self.k.value)
+        return bool(values) and all(number(value) == 1 for value, _ in values)
+
+    @property
     def k_varies(self) -> bool:
         """K is assigned inside a loop of its function (a warm-up ramp, an adaptive window drawn
         after each step): its value changes during training, and the scale is managed by hand."""

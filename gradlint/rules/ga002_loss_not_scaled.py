@@ -27,8 +27,10 @@ class LossNotScaled(Rule):
     count or a deliberate sum, gradients rescaled after backward (`p.grad /= K`,
     `multiply_grads`, also in a loop over the parameters after an inner micro-step loop),
     `accelerator.backward()` when the Accelerator was built with
-    `gradient_accumulation_steps` (it divides), DeepSpeed engines, and a K that changes during
-    training (YOLO-style warm-up), where the scale is managed on purpose. Dividing a copy for
+    `gradient_accumulation_steps` (it divides), DeepSpeed engines, a K that changes during
+    training (YOLO-style warm-up), where the scale is managed on purpose, and a K that is a name
+    bound only to 1 (`GRADIENT_ACCUMULATE_EVERY = 1`: nothing accumulates as written). ColossalAI's
+    `booster.backward(loss=..., optimizer=...)` is judged on its `loss` (it does not divide). Dividing a copy for
     logging does not count: only what reaches backward does. An object of unknown kind given the
     loss (`accumulator.backward(loss)`) is not judged: whether it divides is not visible here; nor a
     loss from a function of another module given K or a value made from it (`extract_loss(report,
@@ -81,8 +83,8 @@ class LossNotScaled(Rule):
             if loop.k is None and count is None:
                 continue
             k = loop.k_phrase if count is None else f"`len({code(count)})`"
-            if loop.k_varies:
-                continue  # K changes during training (YOLO warm-up): the scale is managed by hand
+            if loop.k_varies or loop.k_is_one:
+                continue  # K changes during training (YOLO warm-up), or is the constant 1: nothing to divide
             if loop.of_kind(Kind.GRAD_RESCALE) or loop.mixed:
                 continue
             if loop.kind is LoopKind.INNER and writes_gradients(model, loop):
