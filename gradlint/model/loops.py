@@ -355,7 +355,9 @@ def loop_counter(info: LoopInfo) -> Counter:
                             if text_t:
                                 names.add(text_t)
         if not any(isinstance(n, cst.For | cst.While) for n in info.chain):
-            names.update(info.frame.scope.incremented)  # one pass: every counter is the loop's own
+            # One pass: every local counter is the loop's own; an attribute (`self.num_train_step`)
+            # keeps counting across calls, so windows run on from one call (epoch) to the next.
+            names.update(n for n in info.frame.scope.incremented if "." not in n)
     elif info.implicit:
         params = info.frame.scope.params
         if "batch_idx" in params:

@@ -54,7 +54,8 @@ class MissingRemainderStep(Rule):
     `while`) over infinite iterators, `while` loops with any other exit, `continue`, or bound
     (`while done < len(loader) // K:` never draws the tail), pre-grouped windows, Accelerate's
     `accumulate()` (its prepared loader forces a sync at the end), global counters that run across
-    epochs, gates with a clause such as `or (i + 1) == len(loader)`, and gates that hold on the
+    epochs (also an attribute such as `self.num_train_step` advanced in a method called once per
+    epoch), gates with a clause such as `or (i + 1) == len(loader)`, and gates that hold on the
     first micro-batch of every epoch (`i % K == 0` with a 0-based `i`) when nothing clears the
     gradients between epochs: that first step applies what the previous epoch left, a window of at
     most K (an off-by-one after the backward is GA010's finding). Nor loops that skip everything after
