@@ -283,23 +283,38 @@ def loop_iterable(info: LoopInfo) -> cst.BaseExpression | None:
         return None
     name = dotted(node.iter)
     if name is not None and not isinstance(node.iter, cst.Call):
-        values = info.frame.scope.assignments.get(name, [])
-        if values and all(v.index is None and v.operator is None for v in values):
-            # `tqdm(enumerate(loader)) if rank0 else enumerate(loader)`, or `it = loader` in one branch of
-            # an `if` and `it = tqdm(loader)` in the other: every value must show the same iterable
-            branches = [b for v in values
-                        for b in ((v.value.body, v.value.orelse) if isinstance(v.value, cst.IfExp) else (v.value,))]
-            calls = [b for b in branches if isinstance(b, cst.Call) and last_part(dotted(b.func)) in _ITER_WRAPPERS]
-            plain = [b for b in branches if not any(b is c for c in calls) and dotted(b) is not None]
-            if calls and len(calls) + len(plain) == len(branches) and len(
-                    {canonical(_unwrap(c)) for c in calls} | {canonical(b) for b in plain}) == 1:
-                return calls[0]
+        # `tqdm(enumerate(loader)) if rank0 else enumerate(loader)`, or `it = loader` in one branch of
+        # an `if` and `it = tqdm(loader)` in the other: every value must show the same iterable
+        found = _bound_wrappers(info, name, _ITER_WRAPPERS)
+        if found is not None:
+            return found[0][0]
     return node.iter
+
+
+def _bound_wrappers(info: LoopInfo, name: str, wrappers: set[str] | frozenset[str]
+                    ) -> tuple[list[cst.Call], cst.BaseExpression] | None:
+    """The calls `name` is bound to (each value, or each side of `a if c else b`) and the one iterable
+    they all show, when every value is a call of `wrappers` or that iterable itself and at least one
+    is a call. None otherwise."""
+    values = info.frame.scope.assignments.get(name, [])
+    if not values or any(v.index is not None or v.operator is not None for v in values):
+        return None
+    branches = [b for v in values
+                for b in ((v.value.body, v.value.orelse) if isinstance(v.value, cst.IfExp) else (v.value,))]
+    calls = [b for b in branches if isinstance(b, cst.Call) and last_part(dotted(b.func)) in wrappers]
+    plain = [b for b in branches if not any(b is c for c in calls) and dotted(b) is not None]
+    shown = [_unwrap(c) for c in calls] + plain
+    if not calls or len(calls) + len(plain) != len(branches) or len({canonical(x) for x in shown}) != 1:
+        return None
+    return calls, shown[0]
+
+
+_PROGRESS_BARS = frozenset({"tqdm", "track"})
 
 
 def _unwrap(call: cst.Call) -> cst.BaseExpression:
     """The iterable under display wrappers: `tqdm(enumerate(loader), ...)` -> `enumerate(loader)`."""
-    while last_part(dotted(call.func)) in ("tqdm", "track") and positional(call):
+    while last_part(dotted(call.func)) in _PROGRESS_BARS and positional(call):
         inner = positional(call)[0]
         if not isinstance(inner, cst.Call):
             return inner
@@ -380,23 +395,8 @@ def _displayed(iterable: cst.BaseExpression, info: LoopInfo) -> cst.BaseExpressi
     desc=...)` then `enumerate(epoch_iterator)`; also `= loader` in another branch): a bar is as
     long as what it shows. Else unchanged."""
     name = dotted(iterable)
-    values = info.frame.scope.assignments.get(name, []) if name else []
-    if not values or any(v.index is not None or v.operator is not None for v in values):
-        return iterable
-    shown: list[cst.BaseExpression] = []
-    for value in (v.value for v in values):  # `it = loader` if quiet, else `it = tqdm(loader)`: both show it
-        call = value if isinstance(value, cst.Call) else None
-        inner = positional(call)[0] if call is not None and positional(call) else None
-        if call is not None and last_part(dotted(call.func)) in ("tqdm", "track") and dotted(inner) is not None:
-            shown.append(inner)  # type: ignore[arg-type]
-        elif call is None and dotted(value) is not None:
-            shown.append(value)
-        else:
-            return iterable
-    if len(shown) < len(values) or not any(isinstance(v.value, cst.Call) for v in values) or len(
-            {canonical(x) for x in shown}) != 1:
-        return iterable
-    return shown[0]
+    found = _bound_wrappers(info, name, _PROGRESS_BARS) if name else None
+    return found[1] if found is not None and dotted(found[1]) is not None else iterable
 
 
 def drained_iterable(info: LoopInfo) -> cst.BaseExpression | None:
