@@ -279,11 +279,7 @@ def _over_cached_features(node: cst.Call, frame: Frame, order: int | None) -> bo
 
 
 def _mentions(node: cst.CSTNode, names: set[str]) -> bool:
-    if not names:
-        return False
-    finder = _NameFinder(names)
-    traversal.visit(node, finder)
-    return finder.found
+    return bool(names) and not traversal.names_in(node).isdisjoint(names)
 
 
 def _names_and_attributes(node: cst.BaseExpression) -> list[cst.BaseExpression]:
@@ -298,15 +294,6 @@ def _names_and_attributes(node: cst.BaseExpression) -> list[cst.BaseExpression]:
 
     traversal.visit(node, Collect())
     return found
-
-
-class _NameFinder(cst.CSTVisitor):
-    def __init__(self, names: set[str]) -> None:
-        self.names = names
-        self.found = False
-
-    def visit_Name(self, node: cst.Name) -> None:
-        self.found = self.found or node.value in self.names
 
 
 def _micro_batch_count(node: cst.BaseExpression, resolve: Resolver, depth: int) -> bool:

@@ -264,3 +264,15 @@ def _lookup(table: dict[type, tuple[_Hook, _Hook]], cls: type, kind: type) -> tu
         found.append(None if hook is getattr(cst.CSTVisitor, name, None) else hook)
     table[kind] = hooks = (found[0], found[1]) if found != [None, None] else _NO_HOOKS
     return hooks
+
+
+def names_in(node: cst.CSTNode) -> set[str]:
+    """Every plain name under `node`, the parts of attributes included (`self.x` gives `self`, `x`)."""
+    found: set[str] = set()
+
+    class Names(cst.CSTVisitor):
+        def visit_Name(self, name: cst.Name) -> None:
+            found.add(name.value)
+
+    visit(node, Names())
+    return found

@@ -142,28 +142,16 @@ def _clears_for(model: ModuleModel, clear: Event, step: Event, optimizers: set[s
 def _parameter_owners(model: ModuleModel, built: cst.Call) -> set[str]:
     """Names an optimizer's parameters come from: `model` in `AdamW(model.parameters())`, also through
     one assignment (`groups = [{"params": [p for n, p in model.named_parameters() ...]}]`)."""
-    names = _names_in(built)
+    names = traversal.names_in(built)
     direct = set(names)
 
     class Assignments(cst.CSTVisitor):
         def visit_Assign(self, node: cst.Assign) -> None:
             if any(last_part(dotted(t.target)) in direct for t in node.targets):
-                names.update(_names_in(node.value))
+                names.update(traversal.names_in(node.value))
 
     traversal.visit(model.module, Assignments())
     return names
-
-
-def _names_in(node: cst.CSTNode) -> set[str]:
-    """Every plain name and `self.x` attribute inside an expression, by its last part."""
-    found: set[str] = set()
-
-    class Names(cst.CSTVisitor):
-        def visit_Name(self, n: cst.Name) -> None:
-            found.add(n.value)
-
-    traversal.visit(node, Names())
-    return found
 
 
 def _message(loop: TrainingLoop, clear: Event, step: Event) -> str:

@@ -217,12 +217,4 @@ class _Writes(cst.CSTVisitor):
 
 
 def _reads(value: cst.BaseExpression, names: set[str]) -> bool:
-    class Reads(cst.CSTVisitor):
-        found = False
-
-        def visit_Name(self, node: cst.Name) -> None:
-            self.found = self.found or node.value in names
-
-    finder = Reads()
-    traversal.visit(value, finder)
-    return finder.found
+    return not traversal.names_in(value).isdisjoint(names)
