@@ -49,7 +49,7 @@ def zero_based_counter(loop: TrainingLoop, gate: Guard, mod: cst.BinaryOperation
     if gate.frame.scope is not info.frame.scope:
         # The gate sits in a helper: follow the counter to the argument at the loop's call site.
         bound = gate.frame.binding(name)
-        calls = gate.frame.via[len(info.frame.via):]
+        calls = gate.frame.calls_below(info.frame)
         if bound is None or bound[1].scope is not info.frame.scope or not calls:
             return None
         name, test_site = dotted(bound[0]) or "", calls[0]

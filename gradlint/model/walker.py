@@ -31,6 +31,11 @@ class Frame:
     env: tuple[tuple[str, cst.BaseExpression, Frame | None], ...] = ()
     via: tuple[cst.Call, ...] = ()
 
+    def calls_below(self, outer: Frame) -> tuple[cst.Call, ...]:
+        """The helper calls that lead from `outer` (a frame this one was inlined under) down to this
+        frame, outermost first: the first is where this frame's code runs in `outer`."""
+        return self.via[len(outer.via):]
+
     def binding(self, name: str) -> tuple[cst.BaseExpression, Frame] | None:
         for param, value, caller in self.env:
             if param == name and caller is not None:

@@ -72,7 +72,7 @@ def show(event: Event) -> str:
 def via(event: Event, loop: TrainingLoop) -> str:
     """' (via `train_step()`)' when the event sits in a helper that the loop calls; nothing when the
     loop itself is in that helper (a caller's walk inlined the function holding the loop)."""
-    calls = event.frame.via[len(loop.loop.frame.via):]
+    calls = event.frame.calls_below(loop.loop.frame)
     return f" (via `{code(calls[0].func)}()`)" if calls else ""
 
 

@@ -228,7 +228,7 @@ def _under_window_flag(model: ModuleModel, loop: TrainingLoop, event: Event) -> 
 
 def _call_site(loop: TrainingLoop, event: Event) -> cst.CSTNode:
     """Where the event runs in the loop's own function: the event, or the helper call holding it."""
-    calls = event.frame.via[len(loop.loop.frame.via):]
+    calls = event.frame.calls_below(loop.loop.frame)
     return calls[0] if calls else event.node
 
 
@@ -254,9 +254,9 @@ def _on_first_micro_batch(loop: TrainingLoop, event: Event) -> bool:
     guard = _first_micro_batch_guard(loop, event)
     if guard is None:
         return False
-    other_branch = {(text, not negated) for text, negated in conditions(event)}  # `if a: ... elif b: <event>`
+    # `if a: ... elif b: <event>`: a backward under `a` never runs before it in the same pass
     return not any(loop.in_loop(b) and b.order < event.order and guard.key not in conditions(b)
-                   and not other_branch & conditions(b) for b in loop.of_kind(Kind.BACKWARD))
+                   and not exclusive(event, b) for b in loop.of_kind(Kind.BACKWARD))
 
 
 def _first_micro_batch_guard(loop: TrainingLoop, event: Event) -> Guard | None:
