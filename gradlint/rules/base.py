@@ -65,7 +65,11 @@ def exclusive(first: Event, second: Event) -> bool:
 
 
 def show(event: Event) -> str:
-    """`optimizer.zero_grad()`, for messages."""
+    """`optimizer.zero_grad()`, for messages. The step a timm-style helper takes only under its
+    flag (`loss_scaler(loss, optimizer, update_grad=...)`) is named as that: the call itself also
+    runs the backward, on every micro-batch."""
+    if event.kind is Kind.STEP and event.spec.extra.get("gate") is not None:
+        return f"the step in `{event.spec.display}`"
     return f"`{event.spec.display}`"
 
 

@@ -55,7 +55,9 @@ class MissingRemainderStep(Rule):
     (`while done < len(loader) // K:` never draws the tail), pre-grouped windows, Accelerate's
     `accumulate()` (its prepared loader forces a sync at the end), global counters that run across
     epochs (also an attribute such as `self.num_train_step` advanced in a method called once per
-    epoch), gates with a clause such as `or (i + 1) == len(loader)`, and gates that hold on the
+    epoch), unless a `zero_grad()` at the start of every epoch wipes the window they carry over
+    (YOLO's `ni = i + nb * epoch` with `optimizer.zero_grad()` before each epoch's batches:
+    flagged, without a fix), gates with a clause such as `or (i + 1) == len(loader)`, and gates that hold on the
     first micro-batch of every epoch (`i % K == 0` with a 0-based `i`) when nothing clears the
     gradients between epochs: that first step applies what the previous epoch left, a window of at
     most K (an off-by-one after the backward is GA010's finding). Nor loops that skip everything after
@@ -114,8 +116,7 @@ class MissingRemainderStep(Rule):
             if not counter.sized or periodic.modulus is None or (
                     periodic.has_alternative and periodic.short_epoch_test is None):
                 continue
-            if dotted(periodic.counter) not in counter.names:
-                continue  # a global counter: windows run across epochs
+            own_counter = dotted(periodic.counter) in counter.names
             if any(e.kind is Kind.STEP for e in loop.after):
                 continue  # a flush after the loop
             if _tail_dropped(loop):
@@ -127,6 +128,12 @@ class MissingRemainderStep(Rule):
             if _one_budgeted_pass(loop, counter.names):
                 continue
             clear = _clear_before(model, loop)
+            if not own_counter:
+                # A global counter (`ni = i + nb * epoch`): windows run across epochs, unless a clear
+                # at the start of every epoch wipes what the last one left (YOLO's trainers).
+                if clear is not None and _epoch_loop_around(loop):
+                    yield Finding(self.code, loop.gate.node or node, _global_counter_message(loop, periodic, clear))
+                continue
             opens_with_step = steps_on_first_micro_batch(loop)
             if opens_with_step and clear is None:
                 continue  # each pass opens with a step, which applies what the previous one left
@@ -177,6 +184,19 @@ def _clear_before(model: ModuleModel, loop: TrainingLoop) -> Event | None:
     return None
 
 
+def _epoch_loop_around(loop: TrainingLoop) -> bool:
+    return any(isinstance(node, cst.For | cst.While) for node in loop.loop.chain)
+
+
+def _global_counter_message(loop: TrainingLoop, periodic: Periodicity, clear: Event) -> str:
+    assert loop.gate is not None and periodic.modulus is not None and periodic.counter is not None
+    k = code(periodic.modulus)
+    return (f"the step runs only when `{code(loop.gate.expr)}`, on `{code(periodic.counter)}`, which counts "
+            f"micro-batches across epochs, but `{clear.spec.display}` at the start of every epoch discards the "
+            f"gradient of the micro-batches after the epoch's last step (up to `{k}` - 1 of them): they never "
+            "reach a step, and the next epoch's first window is short")
+
+
 def _message(loop: TrainingLoop, periodic: Periodicity, clear: Event | None, opens_with_step: bool) -> str:
     assert loop.gate is not None and periodic.modulus is not None
     iterable = drained_iterable(loop.loop) or loop_iterable(loop.loop) or loop.loop.node.iter  # type: ignore[attr-defined]
@@ -195,12 +215,19 @@ def _message(loop: TrainingLoop, periodic: Periodicity, clear: Event | None, ope
         tail = f"the {unit}'s last `{length} % {k}` micro-batches"
     else:
         when, tail = f"when `{length}` is not a multiple of `{k}`", f"the {unit}'s last `{length} % {k}` micro-batches"
+    one_pass = all(isinstance(node, cst.FunctionDef) for node in loop.loop.chain)
+    if clear is not None and one_pass:
+        # No epoch loop in sight: the function may be called per epoch or, once, for the whole run.
+        function = loop.loop.chain[-1].name.value  # type: ignore[attr-defined]
+        return (f"{head}: {when}, {tail} never reach a step: `{clear.spec.display}` before the loop "
+                f"discards their gradient on the next call of `{function}()`, and after the last call it is "
+                "never applied")
     if clear is not None:
         return (f"{head}: {when}, {tail} never reach a step: `{clear.spec.display}` before the loop "
                 "discards their gradient on the next pass")
     if not loop.loop.chain:
         return f"{head}: {when}, {tail} never reach a step: training ends with their gradient unapplied"
-    if all(isinstance(node, cst.FunctionDef) for node in loop.loop.chain):
+    if one_pass:
         # No epoch loop in sight, only the functions the loop sits in: called once, or per epoch?
         tail = tail.replace("epoch's", "loop's")
         return (f"{head}: {when}, {tail} are not stepped in this pass: their gradient is "
