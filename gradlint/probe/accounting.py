@@ -54,6 +54,19 @@ class BackwardRecord:
 
 
 @dataclass
+class ForwardPass:
+    """One outermost module call with autograd on (`model(x)`, not its submodules). A gradient hook
+    on its outputs marks it reached when a backward gets to them; one never reached before the
+    window's last backward was computed for nothing (GA016: `loss = model(x)` reassigned in a
+    loop, and only the last pass's loss backpropagated)."""
+
+    module: int  # id() of the module
+    name: str  # its class name, for messages
+    after: int  # the serial of the last backward started before it (0: none yet)
+    reached: bool = False
+
+
+@dataclass
 class MicroBatch:
     records: list[BackwardRecord]
     epoch: int

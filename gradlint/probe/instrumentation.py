@@ -3,20 +3,23 @@
 Patched: `torch.autograd.backward` only (Tensor.backward calls it; patching both double-counts),
 the `torch.nn.functional` losses, `Optimizer.zero_grad`/`Module.zero_grad`,
 `Optimizer.add_param_group` (to hook every parameter of every optimizer), the clip functions on
-both module paths, `GradScaler.scale`/`step`, and DataLoader iteration. Global optimizer step
-pre/post hooks close each window; the pre-hook wraps closures so a window whose last backward runs
+both module paths, `GradScaler.scale`/`step`, and DataLoader iteration. Global module forward
+hooks record the outermost forward passes (and whether a backward reaches them); global optimizer
+step pre/post hooks close each window; the pre-hook wraps closures so a window whose last backward runs
 inside `optimizer.step(closure)` is judged when the closure returns."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.modules.module as module_hooks
 import torch.optim.lr_scheduler as lr_module
 import torch.optim.optimizer as optim_module
 from torch.utils.data import dataloader as dl_module
@@ -74,6 +77,8 @@ class Session:
         self._in_backward = False
         self._finished = False
         self._labels: dict[str, int] = {}
+        self.forwards: list[acc.ForwardPass] = []
+        self._forward_depth = 0
 
     # -- output --------------------------------------------------------------------------------
     def note(self, text: str) -> None:
@@ -113,6 +118,10 @@ class Session:
         self._patch(lr_module.LRScheduler, "step", self._make_scheduler_step)
         self._patch(dl_module.DataLoader, "__iter__", self._make_dl_iter)
         self._patch(dl_module._BaseDataLoaderIter, "__next__", self._make_dl_next)
+        # Global module hooks: every module call of the script (outermost ones are recorded).
+        fwd_pre = module_hooks.register_module_forward_pre_hook(self._forward_pre)
+        fwd_post = module_hooks.register_module_forward_hook(self._forward_post, always_call=True)
+        self._undo.extend([fwd_pre.remove, fwd_post.remove])
         pre = optim_module.register_optimizer_step_pre_hook(self._pre_hook)
         post = optim_module.register_optimizer_step_post_hook(self._post_hook)
         self._undo.extend([pre.remove, post.remove])
@@ -381,6 +390,48 @@ class Session:
                 raise
         return dl_next
 
+    # -- forward passes --------------------------------------------------------------------------
+    def _forward_pre(self, module: torch.nn.Module, args: Any) -> None:
+        if threading.current_thread() is threading.main_thread():  # DataParallel replicas run in threads
+            self._forward_depth += 1
+
+    def _forward_post(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._forward_depth = max(0, self._forward_depth - 1)
+        if (self._forward_depth or not self.active or self._in_backward or not torch.is_grad_enabled()
+                or torch.compiler.is_compiling()):
+            return
+        try:
+            tensors = [t for t in _tensors(output) if t.requires_grad and t.grad_fn is not None]
+            if not tensors:
+                return
+            record = acc.ForwardPass(id(module), type(module).__name__, self.serial)
+
+            def reached(grad: torch.Tensor) -> None:
+                record.reached = True
+
+            for t in tensors:
+                t.register_hook(reached)
+            self.forwards.append(record)
+            del self.forwards[:-_MAX_FORWARDS]
+        except Exception as exc:  # never break the user's forward
+            self.note(f"internal: recording a forward pass failed ({type(exc).__name__}: {exc})")
+
+    def _lost_forwards(self, mbs: list[acc.MicroBatch]) -> tuple[int, str]:
+        """Forward passes of the module whose loss this window backpropagated, made since the
+        backward before the window began and before its last backward, that no backward reached;
+        the records up to that last backward are then dropped."""
+        serials = [r.serial for mb in mbs for r in mb.records]
+        if not serials:
+            return 0, ""
+        first, last = min(serials), max(serials)
+        mine = [f for f in self.forwards if first - 1 <= f.after < last]
+        reached = {f.module for f in mine if f.reached}
+        lost = [f for f in mine if not f.reached and f.module in reached]
+        self.forwards = [f for f in self.forwards if f.after >= last]
+        return len(lost), lost[0].name if lost else ""
+
     # -- steps -----------------------------------------------------------------------------------
     def _pre_hook(self, opt: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not self.active:
@@ -516,6 +567,7 @@ class Session:
         low_precision = any((p := ps.param_ref()) is not None and p.dtype in (torch.float16, torch.bfloat16)
                             for ps in track.params.values())
         first_rec = mbs[0].first if mbs else None
+        lost, forward_name = self._lost_forwards(mbs)
         facts = WindowFacts(
             step=step, optimizer=track.label, k=k, coefs=coefs, counts=counts,
             reduction=next(iter(reductions)) if len(reductions) == 1 else "mean", token_ref=token_ref,
@@ -528,6 +580,7 @@ class Session:
             stale=not track.cleared_since_step and track.steps > 0,
             scheduler_steps=w.scheduler_steps, scheduler_site=w.scheduler_site,
             judgeable=all(c.judgeable for c in firsts), tol=2e-2 if low_precision else 2e-3,
+            lost_forwards=lost, forward_name=forward_name,
         )
         row, findings = decide(facts)
         data = row.to_json()
@@ -622,6 +675,25 @@ def _unwrap(opt: Any) -> Any:
             break
         opt = inner
     return opt
+
+
+_MAX_FORWARDS = 4096  # forward records kept between steps (a script that never steps keeps no more)
+
+
+def _tensors(output: Any, depth: int = 0) -> list[torch.Tensor]:
+    """The tensors a module returned: itself, in tuples, lists, dicts and `ModelOutput`s (a dict),
+    a few levels deep and at most 16."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if depth > 2:
+        return []
+    items = output.values() if isinstance(output, dict) else output if isinstance(output, tuple | list) else ()
+    found: list[torch.Tensor] = []
+    for item in items:
+        found.extend(_tensors(item, depth + 1))
+        if len(found) >= 16:
+            break
+    return found[:16]
 
 
 def _near_one(x: float) -> bool:

@@ -23,6 +23,7 @@ RULE_NAMES: dict[str, str] = {
     "GA011": "double-loss-scaling",
     "GA013": "token-mean-per-micro-batch",
     "GA014": "gradients-never-cleared",
+    "GA016": "backward-after-micro-batch-loop",
     "GA100": "amp-step-skipped",
     "GA101": "constant-loss-weight",
 }

@@ -71,6 +71,8 @@ class WindowFacts:
     scheduler_site: Site | None = None
     judgeable: bool = True
     tol: float = 2e-3
+    lost_forwards: int = 0  # forward passes of the backpropagated module in the window that no backward reached
+    forward_name: str = ""  # that module's class
 
 
 def _near(x: float | None, y: float, rel: float = 1e-2) -> bool:
@@ -289,6 +291,14 @@ def _scale_finding(out: _Out, f: WindowFacts, factor: float | None, site: Site) 
             out.add("GA002", "error",
                     f"gradient is {factor:.2f}x the large-batch gradient: the window has {f.k} micro-batches but "
                     f"{what}", site)
+    elif equal and f.k == 1 and f.lost_forwards and _near(c * (f.lost_forwards + 1), 1.0):
+        passes = f.lost_forwards + 1
+        out.add("GA016", "error",
+                f"optimizer step {f.step} backpropagated the loss of 1 of the {passes} forward passes of "
+                f"`{f.forward_name}` in its window, divided by {1 / c:.4g}: no backward reached the other "
+                f"{f.lost_forwards} (their loss was replaced before backward), so the gradient is {factor:.3g}x "
+                "that of one micro-batch; backpropagate each pass's loss, or accumulate the losses",
+                f.backward_site)  # the backward, as the static rule reports it
     elif equal and f.k == 1 and not _near(factor, 1.0):
         out.add("GA101", "info", f"the loss carries a constant factor {factor:.3g}: reads as a deliberate loss "
                 "weight", site)

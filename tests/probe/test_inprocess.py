@@ -615,3 +615,74 @@ def test_ga007_scheduler_stepped_every_micro_batch(sequential: bool) -> None:
 def test_scheduler_stepped_after_the_optimizer_is_ok(sequential: bool) -> None:
     report = _scheduler_loop(per_micro_batch=False, sequential=sequential)
     assert not report.findings and [r.verdict for r in report.rows] == ["ok", "ok"]
+
+
+def test_ga016_backward_after_a_loop_of_forward_passes() -> None:
+    """`loss = model(x) / K` reassigned K times, one backward after the loop: the probe sees one
+    micro-batch carrying 1/K, and K - 1 forward passes of the same model that no backward reached."""
+    model = mlp()
+    data = batches(8)
+    with gp.watch() as probe:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for window in range(2):
+            for x, y in data[window * K:(window + 1) * K]:
+                loss = F.cross_entropy(model(x), y) / K
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    report = probe.report
+    assert not report.ok
+    (f,) = report.findings
+    assert f.code == "GA016" and f.severity == "error" and f.steps == [1, 2]
+    assert f.name == "backward-after-micro-batch-loop"
+    assert "1 of the 4 forward passes of `Sequential`" in f.message and "divided by 4" in f.message
+    assert f.row == test_ga016_backward_after_a_loop_of_forward_passes.__code__.co_firstlineno + 10  # the backward
+    assert [r.window for r in report.rows] == [1, 1]
+
+
+def test_accumulated_losses_over_a_loop_are_ok() -> None:
+    """The look-alike: the loop sums the K losses and backpropagates the sum once."""
+    model = mlp()
+    data = batches(8)
+    with gp.watch() as probe:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for window in range(2):
+            total = 0
+            for x, y in data[window * K:(window + 1) * K]:
+                total = total + F.cross_entropy(model(x), y) / K
+            total.backward()
+            opt.step()
+            opt.zero_grad()
+    # One backward of the sum reads as one micro-batch carrying 1/K (GA101, info), as any summed loss
+    # does; every forward pass reached it, so it is not GA016.
+    report = probe.report
+    assert report.ok and [f.code for f in report.findings] == ["GA101"]
+
+
+def test_forward_passes_without_a_backward_elsewhere_stay_a_weight() -> None:
+    """A weight of 1/2 and one unreached forward of another model (an EMA copy run with autograd
+    on) in each window: not GA016, which needs passes of the backpropagated model itself."""
+    model, ema = mlp(), mlp(seed=3)
+    with gp.watch() as probe:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in batches(3):
+            ema(x)
+            (0.5 * F.cross_entropy(model(x), y)).backward()
+            opt.step()
+            opt.zero_grad()
+    assert {f.code for f in probe.report.findings} == {"GA101"} and probe.report.ok
+
+
+def test_evaluation_passes_between_steps_are_not_ga016() -> None:
+    """Evaluation forwards of the trained model with autograd on, between windows, in a number
+    that does not match the loss's factor: no GA016."""
+    model = mlp()
+    with gp.watch() as probe:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in batches(3):
+            (F.cross_entropy(model(x), y) / K).backward()
+            opt.step()
+            opt.zero_grad()
+            for _ in range(5):
+                model(x)
+    assert "GA016" not in {f.code for f in probe.report.findings}
