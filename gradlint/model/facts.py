@@ -199,6 +199,12 @@ class _FactsCollector(cst.CSTVisitor):
         self._calls: dict[int, set[str]] = {}
         self._helpers: dict[str, set[int]] = {}
         self._torch_names: set[str] = set()  # names imported from torch (`from torch... import X as DDP`)
+        # A same-module helper that wraps a model and returns it (YOLOv6's `parallel_model`): the
+        # names each function wraps and returns, and what every `x = f(...)` binds, resolved at the end.
+        self._wrapped_in: dict[int, dict[str, str]] = {}
+        self._returned: dict[int, set[str]] = {}
+        self._returns_wrapper: dict[int, str] = {}
+        self._bound_from: list[tuple[list[str], str]] = []
 
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
@@ -235,6 +241,39 @@ class _FactsCollector(cst.CSTVisitor):
     def leave_Module(self, original_node: cst.Module) -> None:
         self.facts.reaches_backward = self._callers_of(self._backward)
         self.facts.may_emit = self._callers_of(self._eventful)
+        self._wrapped_by_helpers()
+
+    def _wrapped_by_helpers(self) -> None:
+        """`self.model = self.parallel_model(model)` where `parallel_model` ends `model = DDP(model,
+        ...); return model` (or `return DDP(...)`): `self.model` is wrapped too."""
+        kinds = dict(self._returns_wrapper)
+        for owner, wrapped in self._wrapped_in.items():
+            for name in self._returned.get(owner, ()):
+                if name in wrapped:
+                    kinds.setdefault(owner, wrapped[name])
+        if not kinds:
+            return
+        by_name = {name: kinds[owner] for name, owners in self._helpers.items() for owner in owners if owner in kinds}
+        for names, called in self._bound_from:
+            kind = by_name.get(called)
+            if kind is not None:
+                for target in names:
+                    self.facts.wrapped_models.setdefault(target, kind)
+
+    def visit_Return(self, node: cst.Return) -> None:
+        owner = self._owners[-1]
+        if owner == 0 or node.value is None:
+            return
+        value = node.value
+        if isinstance(value, cst.Call):
+            name = callee(value) or ""
+            wrapper = _WRAPPERS.get(last_part(name))
+            if wrapper is not None and self._from_torch(name):
+                self._returns_wrapper.setdefault(owner, wrapper)
+            return
+        text = dotted(value)
+        if text is not None:
+            self._returned.setdefault(owner, set()).add(text)
 
     def _callers_of(self, found: set[int]) -> set[int]:
         """`found` and every function that calls one of them by name, at any depth."""
@@ -317,6 +356,8 @@ class _FactsCollector(cst.CSTVisitor):
 
     def _record(self, call: cst.Call, names: list[str]) -> None:
         name = callee(call) or ""
+        if names:
+            self._bound_from.append((names, last_part(name)))
         if not records_fact(name, string(keyword(call, "reduction")) == "sum") and not records_call_fact(name):
             return
         last = last_part(name)
@@ -345,6 +386,8 @@ class _FactsCollector(cst.CSTVisitor):
         if wrapper is not None and self._from_torch(name):
             for target in names:
                 facts.wrapped_models[target] = wrapper
+            if self._owners[-1]:
+                self._wrapped_in.setdefault(self._owners[-1], {}).update(dict.fromkeys(names, wrapper))
         role = constructor_role(name)
         if role is not None and len(names) == 1:
             facts.roles[names[0]] = role

@@ -29,7 +29,8 @@ class MissingNoSync(Rule):
 
     Not flagged: Accelerate's `accumulate()`, DeepSpeed engines and Lightning (they skip the sync
     themselves), a model not visibly wrapped in `DDP(...)`/`FSDP(...)`/`fully_shard(...)` in the
-    file, and a file that controls sync anywhere (a `maybe_no_sync()` helper counts).
+    file (a helper of the file that wraps and returns it counts as wrapping: `self.model =
+    self.parallel_model(model)`), and a file that controls sync anywhere (a `maybe_no_sync()` helper counts).
 
     ## Example
     ```python
