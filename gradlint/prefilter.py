@@ -8,7 +8,9 @@ without both has no training loop to report on and is never parsed: in the insta
 and the standard library this keeps about 1 file in 190 (`benchmarks/lint_speed.py`). Defining
 `def backward(ctx, ...)` (autograd Functions, thousands in torch itself) is not a call, and
 `max_pool2d_backward(...)` is not a backward. A Lightning
-`training_step` that mentions `accumulate_grad_batches` passes too: its backward is Lightning's.
+`training_step` that mentions `accumulate_grad_batches` passes too: its backward is Lightning's; and
+so does a module that calls `self.training_step(` and mentions `transformers` (a subclass of Hugging
+Face's `Trainer` whose own loop calls the inherited `training_step`, which runs the backward).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def may_have_training_loop(source: str) -> bool:
         return True
     if "training_step" in source and "accumulate_grad_batches" in source:
         return True  # Lightning automatic optimisation: the backward is the framework's (GA011)
+    if "self.training_step(" in source and "transformers" in source:
+        return True  # a copy of Hugging Face's `Trainer.train()`: the backward is the inherited training_step
     if "backward" not in source:
         return False
     return _calls_backward(source) and _STEP_LIKE.search(source) is not None

@@ -19,6 +19,9 @@ from gradlint.prefilter import may_have_training_loop
     "def backward(ctx, g):\n    return g\nloss.backward()\nopt.step()\n",  # a definition and a call
     "(loss\n    .backward())\nopt.step()\n",  # the method on the next line
     "loss. \\\n    backward()\nopt.step()\n",  # after a backslash continuation
+    # A copy of Hugging Face's `Trainer.train()`: the backward is the inherited `training_step`.
+    "from transformers import Trainer\nclass T(Trainer):\n    def train(self):\n"
+    "        self.training_step(model, inputs)\n        self.optimizer.step()\n",
 ])
 def test_keeps_training_code(source: str) -> None:
     assert may_have_training_loop(source)
@@ -34,6 +37,7 @@ def test_keeps_training_code(source: str) -> None:
     # Functions named like a backward are not backward events: torch calls hundreds of them.
     "grad_input = max_pool2d_backward(grad, x)\nopt.step()\n",
     "out = aten.convolution_backward(g, x, w)\nscheduler.step()\n",
+    "class T(Trainer):\n    def train(self):\n        self.training_step(model, inputs)\n",  # no transformers
 ])
 def test_skips_what_cannot_be_reported(source: str) -> None:
     assert not may_have_training_loop(source)

@@ -78,7 +78,12 @@ def _grad_target(text: str | None) -> bool:
 
 def classify_call(call: cst.Call, facts: ModuleFacts) -> list[EventSpec]:
     """The gradient events a call performs (usually none, at most a few)."""
-    if not may_be_event_name(called_name(call)) and keyword(call, "update_grad") is None:
+    called = called_name(call)
+    if not may_be_event_name(called) and keyword(call, "update_grad") is None:
+        if called == "training_step" and facts.inherits_training_step and dotted(receiver(call)) == "self":
+            # Hugging Face's inherited `Trainer.training_step`: the backward of a loss it divides by
+            # K itself, not visible here (no value to trace: GA002/GA011/GA013 do not judge it).
+            return [EventSpec(Kind.BACKWARD, call, "self", Framework.TORCH, None, extra={"name": "self.training_step"})]
         return []  # most calls: decided before the names, receiver and label are built
     name = callee(call) or ""
     method = method_name(call)

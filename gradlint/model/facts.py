@@ -69,6 +69,11 @@ class ModuleFacts:
     # `assert A or K == 1` (either order): (A, K); where A fails, K is 1 (XLM: `assert params.amp >= 0
     # or params.accumulate_gradients == 1`, so its `if params.amp == -1:` branch does not accumulate)
     k_one_unless: list[tuple[cst.BaseExpression, cst.BaseExpression]] = field(default_factory=list)
+    # A class of this module subclasses Hugging Face's `Trainer` (imported from `transformers`), and
+    # no `training_step` is defined here: `self.training_step(model, inputs)` is the inherited one,
+    # which runs the backward (dividing the loss by K itself). Old copies of `Trainer.train()`
+    # in research code (SimCSE, P-tuning v2) call it from their own loop.
+    inherits_training_step: bool = False
 
     def role(self, text: str | None) -> Role:
         if not text:
@@ -205,6 +210,8 @@ class _FactsCollector(cst.CSTVisitor):
         self._returned: dict[int, set[str]] = {}
         self._returns_wrapper: dict[int, str] = {}
         self._bound_from: list[tuple[list[str], str]] = []
+        self._transformers_names: set[str] = set()  # names imported from transformers
+        self._hf_trainer_classes = 0  # classes seen that subclass transformers' Trainer
 
     def visit_Call(self, node: cst.Call) -> None:
         func = node.func
@@ -212,7 +219,9 @@ class _FactsCollector(cst.CSTVisitor):
         owner = self._owners[-1]
         if may_be_event_name(name):
             self._eventful.add(owner)
-        if name in BACKWARD_CALLS or any(a.keyword is not None and a.keyword.value == "update_grad" for a in node.args):
+        inherited_backward = name == "training_step" and self._hf_trainer_classes > 0
+        if name in BACKWARD_CALLS or inherited_backward \
+                or any(a.keyword is not None and a.keyword.value == "update_grad" for a in node.args):
             self._backward.add(owner)
             self._eventful.add(owner)
         elif name:
@@ -239,6 +248,8 @@ class _FactsCollector(cst.CSTVisitor):
                 facts.wrapped_models.setdefault(target, "fsdp")
 
     def leave_Module(self, original_node: cst.Module) -> None:
+        self.facts.inherits_training_step = bool(self._hf_trainer_classes) and not any(
+            name == "training_step" for name in self._helpers)
         self.facts.reaches_backward = self._callers_of(self._backward)
         self.facts.may_emit = self._callers_of(self._eventful)
         self._wrapped_by_helpers()
@@ -318,9 +329,19 @@ class _FactsCollector(cst.CSTVisitor):
                 self._torch_names.add(dotted(bound) or "")  # type: ignore[arg-type]
         if node.module is not None and (dotted(node.module) or "").split(".")[0] == "deepspeed":
             self.facts.uses_deepspeed = True
+        if node.module is not None and (dotted(node.module) or "").split(".")[0] == "transformers" \
+                and not isinstance(node.names, cst.ImportStar):
+            for alias in node.names:
+                bound = alias.asname.name if alias.asname is not None else alias.name
+                self._transformers_names.add(dotted(bound) or "")  # type: ignore[arg-type]
 
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self._classes.append(node)
+        for base in node.bases:
+            name = dotted(base.value) or ""
+            if name.endswith("Trainer") and (name.startswith("transformers.") or name in self._transformers_names):
+                self._hf_trainer_classes += 1
+                break
 
     def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
         self._classes.pop()

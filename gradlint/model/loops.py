@@ -393,10 +393,20 @@ def loop_counter(info: LoopInfo) -> Counter:
 def _displayed(iterable: cst.BaseExpression, info: LoopInfo) -> cst.BaseExpression:
     """`loader` for a name bound to a progress bar over it (`epoch_iterator = tqdm(loader,
     desc=...)` then `enumerate(epoch_iterator)`; also `= loader` in another branch): a bar is as
-    long as what it shows. Else unchanged."""
+    long as what it shows; and `loader` for a name bound once to it (`epoch_iterator =
+    train_dataloader`). Else unchanged."""
     name = dotted(iterable)
-    found = _bound_wrappers(info, name, _PROGRESS_BARS) if name else None
-    return found[1] if found is not None and dotted(found[1]) is not None else iterable
+    if not name:
+        return iterable
+    found = _bound_wrappers(info, name, _PROGRESS_BARS)
+    if found is not None and dotted(found[1]) is not None:
+        return found[1]
+    # A plain alias bound once: Hugging Face's `epoch_iterator = train_dataloader`.
+    values = info.frame.scope.assignments.get(name, [])
+    if len(values) == 1 and values[0].index is None and values[0].operator is None \
+            and isinstance(values[0].value, cst.Name | cst.Attribute):
+        return values[0].value
+    return iterable
 
 
 def drained_iterable(info: LoopInfo) -> cst.BaseExpression | None:

@@ -34,7 +34,8 @@ class LossNotScaled(Rule):
     logging does not count: only what reaches backward does. An object of unknown kind given the
     loss (`accumulator.backward(loss)`) is not judged: whether it divides is not visible here; nor a
     loss from a function of another module given K or a value made from it (`extract_loss(report,
-    loss_divisor)`). A
+    loss_divisor)`), nor Hugging Face's inherited `self.training_step(model, inputs)` called from a
+    copy of `Trainer.train()` in a subclass (it divides by K itself; the other rules read that loop). A
     sum divided by the micro-batch's own size (`losses.sum() / x.shape[0]`, `x.size(0)`,
     `x.numel()`) or by its own token count computed there (`/ mask.sum()`, `/ (valid + 1e-8)` with
     `valid = torch.sum(batch["loss_mask"])`) is a mean written by hand, and counts as undivided; a
