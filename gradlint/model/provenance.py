@@ -44,6 +44,9 @@ class Provenance:
     # RAW: a mean over the micro-batch written by hand (`loss.sum() / mask.sum()`); as a reassignment
     # (`loss = torch.sum(loss) / n`) it reads the earlier values as its input, not as alternatives
     hand_mean: bool = False
+    # NORMALISED only by a weight (`beta * kl`), not by a count, a sum or K: in a sum with a raw term
+    # (`pg_loss + vf_coef * vf_loss`) it does not make the total divided
+    weighted: bool = False
 
 
 _COUNT_KEYWORDS = ("num_items", "num_items_in_batch", "normalizer", "num_tokens", "n_tokens", "sample_size")
@@ -115,9 +118,12 @@ class _Tracer:
             best = self._strongest(found)
             if best.scaling >= Scaling.NORMALISED:
                 return best
-            return Provenance(Scaling.NORMALISED, f"weighted in `{code(node)}`")
+            return Provenance(Scaling.NORMALISED, f"weighted in `{code(node)}`", weighted=True)
         if isinstance(op, cst.Add | cst.Subtract):
             found = [self.expr(n, frame, order, depth + 1) for n in (node.left, node.right)]
+            raw = [p for p in found if p.scaling is Scaling.RAW]
+            if raw and all(p.scaling is Scaling.RAW or p.weighted for p in found):
+                return raw[0]  # `pg_loss + vf_coef * vf_loss`: the weight divides one term at most
             return self._strongest(found)
         return Provenance(Scaling.UNKNOWN, "")
 
@@ -136,7 +142,12 @@ class _Tracer:
         if method in ("scale", "scale_loss") and positional(node):
             return self.expr(positional(node)[0], frame, order, depth + 1)
         if method in _PASS_THROUGH and recv is not None:
-            return self.expr(recv, frame, order, depth + 1)
+            inner = self.expr(recv, frame, order, depth + 1)
+            if method == "mean" and inner.weighted:
+                # `-(logp * advantages).mean()`: a weighted mean over this micro-batch, not a weight
+                # of the loss
+                return Provenance(Scaling.RAW, f"a mean over the micro-batch, `{_short(node)}`")
+            return inner
         if string(keyword(node, "reduction")) == "sum":
             return Provenance(Scaling.NORMALISED, "a loss with reduction='sum'")
         if any(keyword(node, k) is not None for k in _COUNT_KEYWORDS):
