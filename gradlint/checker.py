@@ -195,7 +195,9 @@ def _syntax_error(source: str, filename: str, exc: cst.ParserSyntaxError | cst.C
     try:
         compile(source, filename, "exec", dont_inherit=True, flags=ast.PyCF_ONLY_AST)
     except SyntaxError as py_exc:
-        return FileError(filename, f"syntax error: {py_exc.msg}", py_exc.lineno, py_exc.offset)
+        # Columns are 1-based; CPython gives 0 for some errors (a missing indented block).
+        column = max(1, py_exc.offset) if py_exc.offset is not None else None
+        return FileError(filename, f"syntax error: {py_exc.msg}", py_exc.lineno, column)
     except (ValueError, RecursionError, MemoryError):
         pass
     if isinstance(exc, cst.CSTValidationError):

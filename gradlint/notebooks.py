@@ -186,8 +186,19 @@ def relocate(diagnostic: Diagnostic, notebook: Notebook) -> Diagnostic:
                       end_row, end_column, cell)
 
 
+# CPython's syntax errors name other lines of the joined program too ("expected an indented block
+# after function definition on line 59"): those are relocated like the error's own line.
+_ON_LINE = re.compile(r"\bon line (\d+)\b")
+
+
 def relocate_error(error: FileError, notebook: Notebook) -> FileError:
     if error.row is None:
         return error
     cell, row = notebook.locate(error.row)
-    return FileError(f"{error.filename}:cell {cell}", error.reason, row, error.column, error.traceback)
+
+    def relocated(match: re.Match[str]) -> str:
+        other_cell, other_row = notebook.locate(int(match.group(1)))
+        return f"on line {other_row}" if other_cell == cell else f"on line {other_row} of cell {other_cell}"
+
+    reason = _ON_LINE.sub(relocated, error.reason)
+    return FileError(f"{error.filename}:cell {cell}", reason, row, error.column, error.traceback)

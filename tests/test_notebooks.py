@@ -160,6 +160,18 @@ def test_syntax_error_is_located_in_its_cell(tmp_path: Path) -> None:
     assert f"error: {path}:cell 2:2:" in err
 
 
+def test_lines_a_syntax_error_names_are_relocated_too(tmp_path: Path) -> None:
+    """CPython names the `def` line in its message ("... after function definition on line N"): N
+    counts the joined program's lines; it is shown in the cell's own numbering, as the error's row."""
+    path = tmp_path / "exercise.ipynb"
+    template = "loss.backward()\nclass Policy:\n    def forward(self, x):\n        # fill in\n\nstep = 1\n"
+    path.write_text(notebook(("code", SETUP), ("code", template)), encoding="utf-8")
+    code, _, err = run(str(path))
+    assert code == 2
+    assert f"error: {path}:cell 2:6:1:" in err  # 1-based columns (CPython's offset there is 0)
+    assert "after function definition on line 3" in err and "on line 7" not in err
+
+
 def test_non_python_notebook_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "julia.ipynb"
     path.write_text(notebook(("code", "x = 1 % 2\nloss.backward()\n"), language="julia"), encoding="utf-8")

@@ -11,7 +11,7 @@ import libcst as cst
 
 from gradlint.model import traversal
 from gradlint.model.events import Framework, Kind
-from gradlint.model.facts import Role, constructor_role
+from gradlint.model.facts import Role, constructor_role, target_names
 from gradlint.model.gates import Phase
 from gradlint.model.quantities import same_quantity
 from gradlint.model.syntax import canonical, code, dotted, last_part, number, positional, same_code
@@ -196,10 +196,22 @@ def _optimizers_built_here(gated: list[Event]) -> bool:
 
 def _only_when_k_is_one(guard: Guard, k: cst.BaseExpression | None) -> bool:
     """The guard's branch runs only when K (an integer, at least 1) is 1: the `else` of `if K > 1:`
-    (`K >= 2`, `K != 1`), or the branch of `if K == 1:` (`K <= 1`, `K < 2`)."""
-    expr = guard.expr
-    if k is None or number(k) is not None or guard.periodic is not None or not isinstance(expr, cst.Comparison) \
-            or len(expr.comparisons) != 1:
+    (`K >= 2`, `K != 1`), or the branch of `if K == 1:` (`K <= 1`, `K < 2`), also as one side of an
+    `and` (`if K == 1 and step == 0:`, tez) or, for the `else`, of an `or`."""
+    if k is None or number(k) is not None or guard.periodic is not None:
+        return False
+    return _holds_only_for_k_one(guard.expr, k, guard.negated)
+
+
+def _holds_only_for_k_one(expr: cst.BaseExpression, k: cst.BaseExpression, negated: bool) -> bool:
+    if isinstance(expr, cst.BooleanOperation):
+        # `A and B` holds only where both do; `not (A or B)` only where neither does.
+        if isinstance(expr.operator, cst.And if not negated else cst.Or):
+            return any(_holds_only_for_k_one(side, k, negated) for side in (expr.left, expr.right))
+        return False
+    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Not):
+        return _holds_only_for_k_one(expr.expression, k, not negated)
+    if not isinstance(expr, cst.Comparison) or len(expr.comparisons) != 1:
         return False
     left, right, operator = expr.left, expr.comparisons[0].comparator, type(expr.comparisons[0].operator)
     if number(left) is not None and operator in _FLIPPED:  # `1 < K`
@@ -209,7 +221,7 @@ def _only_when_k_is_one(guard: Guard, k: cst.BaseExpression | None) -> bool:
         return False
     holds_for_one_only = {cst.Equal: n == 1, cst.LessThanEqual: n == 1, cst.LessThan: n == 2}
     fails_for_one_only = {cst.GreaterThan: n == 1, cst.GreaterThanEqual: n == 2, cst.NotEqual: n == 1}
-    if guard.negated:
+    if negated:
         return fails_for_one_only.get(operator, False)
     return holds_for_one_only.get(operator, False)
 
@@ -691,17 +703,44 @@ def build_loops(walk: WalkResult, prepared: set[str] | frozenset[str] = frozense
             # not sibling loops (an evaluation loop, a second training phase), except for the
             # gradient rescales after the micro-step loop (`for p in params: p.grad.mul_(1 / n)`).
             inside = {id(e) for e in in_loop}
+            # Loops over the optimizers after the micro-step loop (`for opt, sched in zip(optimizers,
+            # schedulers): opt.step()`, modded-nanogpt) step in the window's own pass.
+            over_optimizers = _optimizer_loops(walk.events, info)
             scope = [e for e in walk.events if e.loops == info.chain or id(e) in inside
                      or (e.kind is Kind.GRAD_RESCALE and e.order > info.end
-                         and e.loops[: len(info.chain)] == info.chain)]
-            if any(e.kind is Kind.STEP and e.loops == info.chain and e.order > info.end for e in scope):
+                         and e.loops[: len(info.chain)] == info.chain)
+                     or (e.order > info.end and _in_loops_over(e, info.chain, over_optimizers))]
+            if any(e.kind is Kind.STEP and e.order > info.end
+                   and (e.loops == info.chain or _in_loops_over(e, info.chain, over_optimizers)) for e in scope):
                 loop.kind = LoopKind.INNER
                 loop.window = window
                 loop.events = scope
                 loop.k = _inner_range_k(info.node)
                 loop.accumulating_optimizers = frozenset(
                     filter(None, (e.spec.optimizer or e.spec.receiver for e in scope
-                                  if e.kind is Kind.STEP and e.loops == info.chain))
+                                  if e.kind is Kind.STEP and e.order > info.end
+                                  and (e.loops == info.chain or _in_loops_over(e, info.chain, over_optimizers))))
                 )
         loops.append(loop)
     return loops
+
+
+def _optimizer_loops(events: Sequence[Event], info: LoopInfo) -> set[int]:
+    """ids of the `for` loops right inside `info`'s enclosing pass, after it, whose target names the
+    optimizer a step in them steps (`for opt in optimizers: opt.step()`)."""
+    found: set[int] = set()
+    depth = len(info.chain)
+    for e in events:
+        if e.kind is not Kind.STEP or e.order <= info.end or len(e.loops) != depth + 1 \
+                or e.loops[:depth] != info.chain:
+            continue
+        node = e.loops[depth]
+        stepped = e.spec.optimizer or e.spec.receiver
+        if isinstance(node, cst.For) and stepped and stepped in target_names(node.target):
+            found.add(id(node))
+    return found
+
+
+def _in_loops_over(event: Event, chain: tuple[cst.CSTNode, ...], loops: set[int]) -> bool:
+    depth = len(chain)
+    return len(event.loops) == depth + 1 and event.loops[:depth] == chain and id(event.loops[depth]) in loops

@@ -54,6 +54,8 @@ _PASS_THROUGH = {"mean", "float", "half", "bfloat16", "double", "clone", "squeez
                  "type", "type_as", "cuda", "cpu", "view", "reshape", "requires_grad_"}
 _MAX_DEPTH = 12
 _DELIBERATE_SUM = Provenance(Scaling.NORMALISED, "a deliberate sum")
+_SUM_REDUCTION = "a loss with reduction='sum'"
+_UNREAD = object()
 _CONCAT = {"cat", "concat", "concatenate", "stack", "vstack", "hstack"}
 
 
@@ -65,6 +67,7 @@ class _Tracer:
         self.k_literal = k_literal
         self.k = k
         self.seen: set[tuple[int, int]] = set()
+        self._summed_forward: Provenance | object | None = _UNREAD
 
     def expr(self, node: cst.BaseExpression | None, frame, order: int | None, depth: int) -> Provenance:
         if node is None or depth > _MAX_DEPTH:
@@ -149,7 +152,7 @@ class _Tracer:
                 return Provenance(Scaling.RAW, f"a mean over the micro-batch, `{_short(node)}`")
             return inner
         if string(keyword(node, "reduction")) == "sum":
-            return Provenance(Scaling.NORMALISED, "a loss with reduction='sum'")
+            return Provenance(Scaling.NORMALISED, _SUM_REDUCTION)
         if any(keyword(node, k) is not None for k in _COUNT_KEYWORDS):
             return Provenance(Scaling.NORMALISED, "normalised by an item count")
         name = dotted(node.func)
@@ -165,10 +168,13 @@ class _Tracer:
             # features of the other micro-batches), so the backwards sum to the window gradient.
             return Provenance(Scaling.NORMALISED, "a window-level loss over cached no-grad features")
         if name and (name in self.facts.sum_criteria or last_part(name) in self.facts.sum_criteria):
-            return Provenance(Scaling.NORMALISED, "a loss with reduction='sum'")
+            return Provenance(Scaling.NORMALISED, _SUM_REDUCTION)
         helper = self._helper_returns(node, frame)
         if helper is not None:
             return helper
+        forward = self._module_forward(node, frame)
+        if forward is not None:
+            return forward
         if frame is not None and any(self._given_k(a.value, frame.resolve) for a in node.args):
             # `extract_loss(report, loss_divisor)` from another module, given K (or a value made
             # from it): it may well divide by it, and its body is not in this file.
@@ -188,6 +194,23 @@ class _Tracer:
             any(self._by_k(n) for n in _names_and_attributes(value))
             or (dotted(value) is not None and self._given_k(value, inner, depth + 1))
             for value, inner in values)
+
+    def _module_forward(self, node: cst.Call, frame) -> Provenance | None:
+        """`model(x, y)` where a module class of this file returns its loss from `forward` with
+        `reduction="sum"` (modded-nanogpt's `F.cross_entropy(..., reduction="sum")`): a deliberate
+        sum. Which class `model` is, is not traced: any such `forward` counts, and a sum only (a
+        `forward` returning a mean says nothing about what `model` is). Read once per module."""
+        if not isinstance(node.func, cst.Name | cst.Attribute) or dotted(node.func) is None:
+            return None
+        if self._summed_forward is _UNREAD:
+            self._summed_forward = None  # while reading: calls inside those forwards find nothing
+            for cls, method in self.facts.methods.get("forward", []):
+                inner = Frame(self.scopes.get(method), cls)
+                if any(self.expr(r, inner, None, 1).how == _SUM_REDUCTION for r in inner.scope.returns):
+                    self._summed_forward = Provenance(
+                        Scaling.NORMALISED, f"{_SUM_REDUCTION} (`{cls.name.value}.forward`)")
+                    break
+        return self._summed_forward  # type: ignore[return-value]
 
     def _helper_returns(self, node: cst.Call, frame) -> Provenance | None:
         func = node.func

@@ -54,9 +54,9 @@ class ZeroGradEveryMicroBatch(Rule):
     run where nothing has accumulated. Nor one that runs only on a pass's first micro-batch
     (`if step == 0:`) before that iteration's backward, where a window starts, or under a flag that
     opens windows (`if should_start_update:`, set False in that block and True again only right
-    after the step). Nor a branch that runs
-    only with K = 1: the `else` of `if K > 1:`, or where an `assert A or K == 1` in the file makes
-    A false (`if params.amp == -1:` with `assert params.amp >= 0 or params.accumulate_gradients == 1`).
+    after the step). Nor a branch that runs only with K = 1: the `else` of `if K > 1:`, `if K == 1
+    and ...:` (tez), or where an `assert A or K == 1` in the file makes A false (`if params.amp ==
+    -1:` with `assert params.amp >= 0 or params.accumulate_gradients == 1`).
 
     ## Example
     ```python

@@ -24,7 +24,8 @@ class LossNotScaled(Rule):
 
     Not flagged: a loss divided by K (`/ K`, `/= K`, `* (1 / K)`, `.div(K)`, inside
     `scaler.scale(...)`, through assignments and helper returns), normalised by a token or sample
-    count or a deliberate sum, gradients rescaled after backward (`p.grad /= K`,
+    count or a deliberate sum (also `model(x, y)` when a module class of the file returns its loss
+    from `forward` with `reduction="sum"`), gradients rescaled after backward (`p.grad /= K`,
     `multiply_grads`, also in a loop over the parameters after an inner micro-step loop),
     `accelerator.backward()` when the Accelerator was built with
     `gradient_accumulation_steps` (it divides), DeepSpeed engines, a K that changes during
