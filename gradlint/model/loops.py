@@ -176,8 +176,11 @@ def _k_from_deepspeed_or_one(gate: Guard, gated: list[Event], prepared: set[str]
     values: list[cst.BaseExpression] = []
     for value, _ in gate.frame.resolve(name):
         values += [value.body, value.orelse] if isinstance(value, cst.IfExp) else [value]
+    # The 1 must be written: a K taken from the DeepSpeed config only when the plugin is there
+    # (`if plugin is not None: args.K = ...config[...]`) is the command line's K otherwise.
     from_config = ["deepspeed" in canonical(v).lower() for v in values]
-    return any(from_config) and all(f or number(v) == 1 for v, f in zip(values, from_config, strict=True))
+    ones = [number(v) == 1 for v in values]
+    return any(from_config) and any(ones) and all(f or one for one, f in zip(ones, from_config, strict=True))
 
 
 _FLIPPED: dict[type, type] = {cst.GreaterThan: cst.LessThan, cst.LessThan: cst.GreaterThan,

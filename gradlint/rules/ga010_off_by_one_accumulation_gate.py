@@ -30,8 +30,9 @@ class OffByOneAccumulationGate(Rule):
     Not flagged: `enumerate(loader, start=1)`, `range(1, n + 1)`, a counter incremented before the
     test (`step += 1; if step % K == 0:`), `(i + 1) % K == 0`, and `zero_grad()` (not the step) at
     the start of each window (`if i % K == 0: optimizer.zero_grad()`), which is correct. Nor an
-    Accelerate script whose K is read from the DeepSpeed config and is 1 otherwise: without
-    DeepSpeed every micro-batch steps, and under it the prepared optimizer's step() does nothing
+    Accelerate script whose K is read from the DeepSpeed config and is a written 1 otherwise (`K =
+    config[...] if plugin else 1`; a K taken from the command line without DeepSpeed is judged):
+    without DeepSpeed every micro-batch steps, and under it the prepared optimizer's step() does nothing
     (the engine steps inside `accelerator.backward`), so the gate decides nothing. Nor a K assigned
     inside the loop (a warm-up ramp or an adaptive window drawn after each step, which start at 1:
     the first window's size is the schedule's, not an off-by-one).

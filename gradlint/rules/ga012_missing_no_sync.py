@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import libcst as cst
 
 from gradlint.model import Framework, LoopKind, ModuleModel, TrainingLoop, traversal
-from gradlint.model.facts import SYNC_CONTROL
+from gradlint.model.facts import SYNC_CONTROL, ModuleFacts
 from gradlint.model.syntax import code, dotted, last_part
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
@@ -85,7 +85,7 @@ class MissingNoSync(Rule):
                 controls_sync = _mentions_sync_control(model.module)
             if controls_sync:
                 continue
-            name = _trained_model(loop, backwards, wrapped)
+            name = _trained_model(loop, backwards, wrapped, model.facts)
             if name is None:
                 continue
             event = backwards[0]
@@ -128,14 +128,34 @@ def _calls_of(node: cst.CSTNode, names: dict[str, str]) -> list[tuple[cst.Call, 
     return found
 
 
-def _trained_model(loop: TrainingLoop, backwards: list, wrapped: dict[str, str]) -> str | None:
-    """The wrapped model whose forward runs in this loop (or in a helper its backward sits in)."""
+def _trained_model(loop: TrainingLoop, backwards: list, wrapped: dict[str, str], facts: ModuleFacts) -> str | None:
+    """The wrapped model whose forward runs in this loop, in a helper its backward sits in, or in a
+    helper of the module the loop calls (`loss = self._compute_loss(batch)`, verl's SFT trainer)."""
     nodes: list[cst.CSTNode] = [loop.loop.node]
     nodes += [b.frame.scope.node for b in backwards if b.frame.scope.node is not loop.loop.frame.scope.node]
     for node in nodes:
         for _, name in _calls_of(node, wrapped):
             return name
+    for helper in _helpers_called(loop.loop.node, facts):
+        for _, name in _calls_of(helper, wrapped):
+            return name
     return None
+
+
+def _helpers_called(node: cst.CSTNode, facts: ModuleFacts) -> list[cst.FunctionDef]:
+    """The module's functions and methods (by name, one level) that calls under `node` name."""
+    found: list[cst.FunctionDef] = []
+
+    class _Visitor(cst.CSTVisitor):
+        def visit_Call(self, call: cst.Call) -> None:
+            func = call.func
+            if isinstance(func, cst.Name) and func.value in facts.functions:
+                found.append(facts.functions[func.value])
+            elif isinstance(func, cst.Attribute) and dotted(func.value) in ("self", "cls"):
+                found.extend(m for _, m in facts.methods.get(func.attr.value, []))
+
+    traversal.visit(node, _Visitor())
+    return found
 
 
 def _late_switches(loop: TrainingLoop, wrapped: dict[str, str]) -> Iterator[Finding]:
