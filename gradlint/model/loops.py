@@ -206,6 +206,14 @@ def _only_when_k_is_one(guard: Guard, k: cst.BaseExpression | None) -> bool:
     return _holds_only_for_k_one(guard.expr, k, guard.negated)
 
 
+def holds_while_accumulating(guard: Guard, k: cst.BaseExpression | None) -> bool:
+    """The guard holds for every K above 1 (`if K > 1:`, the `else` of `if K == 1:`): relative to an
+    accumulating window it is no condition at all."""
+    if k is None or number(k) is not None or guard.periodic is not None:
+        return False
+    return _holds_only_for_k_one(guard.expr, k, not guard.negated)
+
+
 def _holds_only_for_k_one(expr: cst.BaseExpression, k: cst.BaseExpression, negated: bool) -> bool:
     if isinstance(expr, cst.BooleanOperation):
         # `A and B` holds only where both do; `not (A or B)` only where neither does.
@@ -384,6 +392,15 @@ def loop_counter(info: LoopInfo) -> Counter:
                             text_t = dotted(t.target)
                             if text_t:
                                 names.add(text_t)
+        # A copy of the index made at the top of the body (`self.batch_index = b_idx`, for a helper
+        # the loop calls to read) is the index too.
+        for statement in node.body.body if isinstance(node.body, cst.IndentedBlock) else ():
+            if isinstance(statement, cst.SimpleStatementLine):
+                for small in statement.body:
+                    if isinstance(small, cst.Assign) and len(small.targets) == 1 and dotted(small.value) in names:
+                        alias = dotted(small.targets[0].target)
+                        if alias:
+                            names.add(alias)
         if not any(isinstance(n, cst.For | cst.While) for n in info.chain):
             # One pass: every local counter is the loop's own; an attribute (`self.num_train_step`)
             # keeps counting across calls, so windows run on from one call (epoch) to the next.

@@ -19,6 +19,7 @@ from gradlint.model import (
 )
 from gradlint.model.counters import frozen_counter, reached, steps_on_first_micro_batch
 from gradlint.model.gates import Periodicity
+from gradlint.model.loops import holds_while_accumulating
 from gradlint.model.quantities import same_quantity
 from gradlint.model.syntax import code, dotted, last_part, positional, same_code
 from gradlint.model.walker import Guard
@@ -175,8 +176,10 @@ def _clear_before(model: ModuleModel, loop: TrainingLoop) -> Event | None:
     backwards = loop.accumulating_backwards()
     around = set.intersection(*({g.key for g in b.guards} for b in backwards)) if backwards else set()
     for event in loop.before:
-        if event.kind is not Kind.ZERO_GRAD or any(g.depth >= depth and g.key not in around for g in event.guards):
-            continue
+        if event.kind is not Kind.ZERO_GRAD or any(
+                g.depth >= depth and g.key not in around and not holds_while_accumulating(g, loop.k)
+                for g in event.guards):
+            continue  # (`if K > 1: optimizer.zero_grad()` is no condition where K accumulates)
         name = event.spec.receiver
         if model.facts.role(name) is Role.OPTIMIZER and name not in loop.accumulating_optimizers:
             continue  # another optimizer's gradients
