@@ -10,7 +10,7 @@ import libcst as cst
 from gradlint.fixes.after_step import move_after
 from gradlint.model import Event, Kind, LoopKind, ModuleModel, TrainingLoop, When, traversal
 from gradlint.model.counters import reached
-from gradlint.model.syntax import code, dotted, last_part, method_name, number, positional, string
+from gradlint.model.syntax import code, dotted, keyword, last_part, method_name, number, positional, string
 from gradlint.rules.base import Finding, Rule, show, step_of, via
 
 _OFF_WINDOW = (When.EVERY, When.REST)
@@ -58,7 +58,8 @@ class SchedulerStepEveryMicroBatch(Rule):
     once per window or per epoch; and Accelerate-prepared schedulers inside
     `accelerator.accumulate()`, which skip mid-window (a scheduler that was never passed to
     `accelerator.prepare()` does not skip, and is flagged unless its length counts micro-batches;
-    in a helper, the scheduler is the one its caller passes).
+    nor does any scheduler of an Accelerator built with `step_scheduler_with_optimizer=False`, flagged
+    likewise; in a helper, the scheduler is the one its caller passes).
 
     ## Example
     ```python
@@ -130,10 +131,23 @@ class SchedulerStepEveryMicroBatch(Rule):
                             if c.method == "accumulate"), None)
         if model.facts.accelerator_divides(accelerator) is not True:
             return
+        every_call = _steps_schedulers_every_call(model, accelerator)
         for event in loop.of_kind(Kind.SCHEDULER_STEP):
             # A helper's parameter (`schedule.step()`) is the scheduler its caller passes.
             name = event.frame.origin(event.spec.receiver) if event.spec.receiver else None
             if loop.when(event) not in _OFF_WINDOW or _positioned(event) or name is None:
+                continue
+            if every_call:
+                if schedule_length(model, name, loop).unit is Unit.MICRO_BATCHES:
+                    continue
+                yield Finding(
+                    self.code,
+                    event.node,
+                    f"{show(event)}{via(event, loop)} runs on every micro-batch inside `accelerator.accumulate()`, "
+                    "and the Accelerator was built with `step_scheduler_with_optimizer=False`, so even a prepared "
+                    "scheduler advances on each call: `gradient_accumulation_steps` times per optimizer step; step "
+                    "it under `if accelerator.sync_gradients:`, unless its length was counted in micro-batches",
+                )
                 continue
             if model.facts.constructor(name) is None or last_part(name) in model.facts.prepared:
                 continue
@@ -147,6 +161,16 @@ class SchedulerStepEveryMicroBatch(Rule):
                 "skips mid-window, so this one advances `gradient_accumulation_steps` times per "
                 "optimizer step; prepare it",
             )
+
+
+def _steps_schedulers_every_call(model: ModuleModel, accelerator: str | None) -> bool:
+    """`Accelerator(..., step_scheduler_with_optimizer=False)`: its prepared schedulers step on every
+    call, not once per optimizer step."""
+    if accelerator is None:
+        return False
+    calls = model.facts.accelerator_calls.get(accelerator) or model.facts.accelerator_calls.get(
+        last_part(accelerator), [])
+    return bool(calls) and all(dotted(keyword(c, "step_scheduler_with_optimizer")) == "False" for c in calls)
 
 
 def _step(loop: TrainingLoop) -> Event | None:
