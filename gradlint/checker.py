@@ -32,6 +32,7 @@ from gradlint.pipeline import (
     suppress,
 )
 from gradlint.positions import positions_of
+from gradlint.quiet_parse import parse_quietly
 from gradlint.rules import RULES_BY_CODE, Finding, Rule
 from gradlint.tree_from_ast import Origins, built_module
 from gradlint.trusted_parse import parse_accepted_module
@@ -193,7 +194,7 @@ def _syntax_error(source: str, filename: str, exc: cst.ParserSyntaxError | cst.C
     """CPython's own message and location when it agrees the file is invalid (the one users
     know); LibCST's when only LibCST rejects it (syntax newer than the installed LibCST)."""
     try:
-        compile(source, filename, "exec", dont_inherit=True, flags=ast.PyCF_ONLY_AST)
+        parse_quietly(source, filename)
     except SyntaxError as py_exc:
         # Columns are 1-based; CPython gives 0 for some errors (a missing indented block).
         column = max(1, py_exc.offset) if py_exc.offset is not None else None

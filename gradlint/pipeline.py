@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from gradlint.diagnostics import Diagnostic, FileError, FileWarning
 from gradlint.prefilter import may_have_training_loop
+from gradlint.quiet_parse import parse_quietly
 from gradlint.suppression import may_warn
 from gradlint.suppression import scan as scan_suppressions
 
@@ -122,7 +123,7 @@ def cpython_tree(source: str, filename: str) -> ast.Module | None:
     (a 10,000-term `a + a + ...`) and slows down quadratically before that, and CPython refuses such
     code (it cannot be run either)."""
     try:
-        return compile(source, filename, "exec", dont_inherit=True, flags=ast.PyCF_ONLY_AST)
+        return parse_quietly(source, filename)
     except (SyntaxError, ValueError):
         return None
 

@@ -222,6 +222,23 @@ def test_line_endings_bom_and_tabs_change_nothing(tmp_path: Path) -> None:
     assert found["crlf.py"] == found["bom.py"] == expected  # columns too
 
 
+@pytest.mark.parametrize("warnings_filter", ["always", "error"])
+def test_the_users_code_warnings_are_not_printed_nor_fatal(tmp_path: Path, warnings_filter: str) -> None:
+    """CPython warns while it parses an invalid escape (printed by default from Python 3.12), `is`
+    with a literal, a parenthesised assert; those are the checked file's, not gradlint's output. With
+    `-W error` they would make the file's parse fail."""
+    (tmp_path / "warns.py").write_text('PATTERN = "\\d+"\nassert (K, "K must be set")\nif K is 1:\n    pass\n'
+                                       + LOOP_TEXT)
+    plain = _gradlint("warns.py", cwd=tmp_path)
+    env_run = subprocess.run([sys.executable, "-W", warnings_filter, "-m", "gradlint", "check", "--output-format",
+                              "concise", "warns.py"], capture_output=True, text=True, cwd=tmp_path, check=False,
+                             env={**os.environ, "PYTHONPATH": str(ROOT), "GRADLINT_NO_CACHE": "1",
+                                  "PYTHONWARNINGS": warnings_filter})
+    assert plain.returncode == env_run.returncode == 1 and "GA001" in env_run.stdout
+    assert env_run.stdout == plain.stdout
+    assert env_run.stderr == "", env_run.stderr
+
+
 @pytest.mark.slow
 def test_fifty_thousand_lines(tmp_path: Path) -> None:
     """A generated module: 50,000 statements, then a training function."""

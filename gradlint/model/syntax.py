@@ -11,6 +11,8 @@ from contextlib import contextmanager
 
 import libcst as cst
 
+from gradlint.quiet_parse import parse_quietly
+
 _EMPTY = cst.Module(body=[])
 # While recording (`recording_layout`): the nodes whose layout something read, their code as
 # written, comments or brackets. A tree built from CPython's has none of that; see
@@ -72,7 +74,7 @@ def canonical(node: cst.CSTNode) -> str:
 @functools.lru_cache(maxsize=8192)
 def _canonical_text(text: str) -> str:
     try:
-        return ast.unparse(ast.parse(f"(\n{text}\n)", mode="eval").body)
+        return ast.unparse(parse_quietly(f"(\n{text}\n)", mode="eval").body)
     except (SyntaxError, ValueError, RecursionError, MemoryError):  # not an expression on its own
         return " ".join(text.split())
 
