@@ -14,9 +14,9 @@ def window_step(model: ModuleModel, loop: TrainingLoop, receiver: str | None = N
     several, the one whose optimizer is `receiver`. None when it is ambiguous or hidden (a helper
     that steps under a flag, `loss_scaler(..., update_grad=...)`)."""
     steps = [e for e in loop.of_kind(Kind.STEP) if loop.when(e) is When.ONCE and "gate" not in e.spec.extra
-             and (e.spec.optimizer or e.spec.receiver) in loop.accumulating_optimizers]
+             and e.optimizer in loop.accumulating_optimizers]
     if len(steps) > 1 and receiver is not None:
-        steps = [e for e in steps if receiver in (e.spec.optimizer, e.spec.receiver)]
+        steps = [e for e in steps if e.optimizer == receiver]
     if len(steps) != 1:
         return None
     step = steps[0]

@@ -35,7 +35,7 @@ def fix(model: ModuleModel, loop: TrainingLoop, event: Event) -> Fix | None:
             return None
         return Fix(applicability(model, loop, edits), f"Remove `{code(event.node)}`", tuple(edits))
     moved = moving(model, stmt)
-    step = window_step(model, loop, event.spec.receiver)
+    step = window_step(model, loop, event.optimizer)
     if not isinstance(event.node, cst.Call) or moved is None or step is None:
         return None
     edits, comments, text = moved
@@ -55,9 +55,9 @@ def fix(model: ModuleModel, loop: TrainingLoop, event: Event) -> Fix | None:
 def _clears_the_same(model: ModuleModel, loop: TrainingLoop, clear: Event, reported: Event) -> bool:
     """`clear` covers what `reported` clears: the same receiver, or a model's `zero_grad()` where one
     optimizer steps (not a second model's optimizer, cleared by nothing else)."""
-    if clear.spec.receiver == reported.spec.receiver:
+    if clear.optimizer == reported.optimizer:
         return True
-    optimizers = {e.spec.optimizer or e.spec.receiver for e in loop.of_kind(Kind.STEP)}
+    optimizers = {e.optimizer for e in loop.of_kind(Kind.STEP)}
     return model.facts.role(clear.spec.receiver) is not Role.OPTIMIZER and len(optimizers) == 1
 
 

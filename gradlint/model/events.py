@@ -171,6 +171,8 @@ def _backward(
         # divides it by K, is unknown: no value to trace, and no rule guesses.
         return EventSpec(Kind.BACKWARD, call, recv, Framework.TORCH, None, extra=label)
     # Tensor backward: `loss.backward()`, `scaler.scale(loss).backward()`.
+    if recv_node is not None:
+        recv_node = facts.cast_value(recv_node)
     value = recv_node
     scaler = None
     if isinstance(recv_node, cst.Call) and method_name(recv_node) in ("scale", "scale_loss"):

@@ -74,6 +74,9 @@ class ModuleFacts:
     # which runs the backward (dividing the loss by K itself). Old copies of `Trainer.train()`
     # in research code (SimCSE, P-tuning v2) call it from their own loop.
     inherits_training_step: bool = False
+    # What names `typing.cast` here (`cast` after `from typing import cast`): `cast(T, x)` is `x`
+    # (ignite's `cast(torch.Tensor, scaler.scale(loss)).backward()`).
+    type_casts: set[str] = field(default_factory=lambda: {"typing.cast", "typing_extensions.cast"})
 
     def role(self, text: str | None) -> Role:
         if not text:
@@ -95,6 +98,13 @@ class ModuleFacts:
         if _OPT_NAME.fullmatch(name):
             return Role.OPTIMIZER
         return Role.OTHER
+
+    def cast_value(self, node: cst.BaseExpression) -> cst.BaseExpression:
+        """`x` for `typing.cast(T, x)` (at any depth of such casts), else `node` itself."""
+        while type(node) is cst.Call and len(node.args) == 2 and dotted(node.func) in self.type_casts \
+                and all(a.keyword is None and not a.star for a in node.args):
+            node = node.args[1].value
+        return node
 
     def constructor(self, text: str | None) -> cst.Call | None:
         """The call that built `text` in this module (`torch.optim.AdamW(...)`), or None."""
@@ -318,10 +328,18 @@ class _FactsCollector(cst.CSTVisitor):
 
     def visit_Import(self, node: cst.Import) -> None:
         for alias in node.names:
+            if alias.asname is not None and dotted(alias.name) in ("typing", "typing_extensions"):
+                self.facts.type_casts.add(f"{dotted(alias.asname.name)}.cast")  # `import typing as t`
             if (dotted(alias.name) or "").split(".")[0] == "deepspeed":
                 self.facts.uses_deepspeed = True
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if node.module is not None and dotted(node.module) in ("typing", "typing_extensions") \
+                and not isinstance(node.names, cst.ImportStar):
+            for alias in node.names:
+                if dotted(alias.name) == "cast":
+                    bound = alias.asname.name if alias.asname is not None else alias.name
+                    self.facts.type_casts.add(dotted(bound) or "cast")  # type: ignore[arg-type]
         if node.module is not None and (dotted(node.module) or "").split(".")[0] == "torch" \
                 and not isinstance(node.names, cst.ImportStar):
             for alias in node.names:

@@ -171,7 +171,7 @@ def _k_from_deepspeed_or_one(gate: Guard, gated: list[Event], prepared: set[str]
     micro-batch steps; with it, the prepared optimizer's step() and zero_grad() do nothing (the engine
     steps inside `accelerator.backward`): the hand-written gate decides nothing either way."""
     name = dotted(gate.periodic.modulus) if gate.periodic is not None else None
-    if name is None or not gated or any(last_part(e.spec.optimizer or e.spec.receiver) not in prepared for e in gated):
+    if name is None or not gated or any(last_part(e.optimizer) not in prepared for e in gated):
         return False
     values: list[cst.BaseExpression] = []
     for value, _ in gate.frame.resolve(name):
@@ -641,10 +641,10 @@ def _alternating(loop: TrainingLoop, backwards: list[Event], steps: list[Event],
     other passes is followed in the pass by the step of another optimizer, one that steps on every
     pass (`if it % n_d == 0: loss_g.backward(); opt_g.step()` then `loss_d.backward(); opt_d.step()`):
     each optimizer applies the gradient of its own pass, and nothing accumulates."""
-    names = {s.spec.optimizer or s.spec.receiver for s in gated}
+    names = {s.optimizer for s in gated}
     if None in names or not any(loop.when(b) is When.ONCE for b in backwards):
         return False
-    every = [s for s in steps if loop.when(s) is When.EVERY and (s.spec.optimizer or s.spec.receiver) not in names]
+    every = [s for s in steps if loop.when(s) is When.EVERY and s.optimizer not in names]
     return all(any(s.order > b.order for s in every) for b in backwards if loop.when(b) is not When.ONCE)
 
 
@@ -713,7 +713,7 @@ def build_loops(walk: WalkResult, prepared: set[str] | frozenset[str] = frozense
                     _only_when_k_is_one(g, loop.k) or _asserted_k_one(g, loop.k, k_one_unless)
                     for g in loop.inner_guards(e))]
                 loop.accumulating_optimizers = frozenset(
-                    filter(None, (s.spec.optimizer or s.spec.receiver for s in gated))
+                    filter(None, (s.optimizer for s in gated))
                 )
             else:
                 loop.kind = LoopKind.PLAIN
@@ -737,7 +737,7 @@ def build_loops(walk: WalkResult, prepared: set[str] | frozenset[str] = frozense
                 loop.events = scope
                 loop.k = _inner_range_k(info.node)
                 loop.accumulating_optimizers = frozenset(
-                    filter(None, (e.spec.optimizer or e.spec.receiver for e in scope
+                    filter(None, (e.optimizer for e in scope
                                   if e.kind is Kind.STEP and e.order > info.end
                                   and (e.loops == info.chain or _in_loops_over(e, info.chain, over_optimizers))))
                 )
@@ -755,7 +755,7 @@ def _optimizer_loops(events: Sequence[Event], info: LoopInfo) -> set[int]:
                 or e.loops[:depth] != info.chain:
             continue
         node = e.loops[depth]
-        stepped = e.spec.optimizer or e.spec.receiver
+        stepped = e.optimizer
         if isinstance(node, cst.For) and stepped and stepped in target_names(node.target):
             found.add(id(node))
     return found

@@ -131,6 +131,9 @@ class _Tracer:
         return Provenance(Scaling.UNKNOWN, "")
 
     def _call(self, node: cst.Call, frame, order, depth) -> Provenance:
+        value = self.facts.cast_value(node)
+        if value is not node:
+            return self.expr(value, frame, order, depth + 1)
         method = method_name(node)
         recv = receiver(node)
         if method in ("div", "div_", "true_divide", "divide", "true_divide_"):

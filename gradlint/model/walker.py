@@ -119,6 +119,16 @@ class Event:
     def node(self) -> cst.CSTNode:
         return self.spec.node
 
+    @property
+    def optimizer(self) -> str | None:
+        """The optimizer the event is of (a step's, or the receiver's) as the outermost caller
+        names it: `model_optimizer` for the `optimizer.step()` of `update_parameters(optimizer)`
+        called as `update_parameters(model_optimizer)`, so two call sites with two optimizers are two
+        optimizers (fairscale's gossip tests). Fixes write code where the event is, so they use the
+        names of `spec`."""
+        name = self.spec.optimizer or self.spec.receiver
+        return self.frame.origin(name) if name else None
+
 
 @dataclass
 class LoopInfo:

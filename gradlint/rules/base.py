@@ -84,8 +84,8 @@ def step_of(loop: TrainingLoop, optimizer: str | None = None) -> str:
     """The accumulating optimizer's step, for messages: `optimizer`'s own when it has one (the
     zero_grad of a second model's optimizer is about that optimizer's step)."""
     steps = loop.of_kind(Kind.STEP)
-    gated = [e for e in steps if (e.spec.optimizer or e.spec.receiver) in loop.accumulating_optimizers]
-    own = [e for e in gated if optimizer is not None and (e.spec.optimizer or e.spec.receiver) == optimizer]
+    gated = [e for e in steps if e.optimizer in loop.accumulating_optimizers]
+    own = [e for e in gated if optimizer is not None and e.optimizer == optimizer]
     chosen = (own or gated or steps)[:1]
     return show(chosen[0]) if chosen else "the optimizer step"
 

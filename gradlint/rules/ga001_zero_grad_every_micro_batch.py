@@ -101,7 +101,7 @@ class ZeroGradEveryMicroBatch(Rule):
                 continue  # per-task gradients combined by hand (PCGrad): clearing between them is the recipe
             if loop.kind in (LoopKind.GATED, LoopKind.INNER):
                 stepped_every = {
-                    e.spec.optimizer or e.spec.receiver
+                    e.optimizer
                     for e in loop.of_kind(Kind.STEP)
                     if loop.when(e) is When.EVERY
                 }
@@ -116,7 +116,7 @@ class ZeroGradEveryMicroBatch(Rule):
                         continue
                     if any(g.skip_branch for g in loop.inner_guards(event)):
                         continue  # a reset on a skip path (non-finite loss, bad batch), then `continue`
-                    receiver = event.spec.receiver
+                    receiver = event.optimizer
                     if stepped_every and receiver not in loop.accumulating_optimizers:
                         continue  # GAN-style: another optimizer steps every iteration
                     if (_asserted_clear(model, loop, event) or _on_first_micro_batch(loop, event)
@@ -155,7 +155,7 @@ class ZeroGradEveryMicroBatch(Rule):
         what = f"{show(event)}{via(event, loop)}"
         if loop.kind is LoopKind.INNER:
             return (
-                f"{what} runs on every micro-step of the inner loop, but {step_of(loop, event.spec.receiver)} only "
+                f"{what} runs on every micro-step of the inner loop, but {step_of(loop, event.optimizer)} only "
                 "after it: only the last micro-batch's gradient reaches the step"
             )
         if when is When.REST:
@@ -164,10 +164,10 @@ class ZeroGradEveryMicroBatch(Rule):
         if first is not None:  # after that micro-batch's backward, or `_on_first_micro_batch` skips it
             return (
                 f"{what} runs on each pass's first micro-batch (when `{code(first.expr)}`) after its backward: "
-                f"that micro-batch's gradient is wiped before {step_of(loop, event.spec.receiver)}"
+                f"that micro-batch's gradient is wiped before {step_of(loop, event.optimizer)}"
             )
         return (
-            f"{what} runs on every micro-batch, but {step_of(loop, event.spec.receiver)} only every "
+            f"{what} runs on every micro-batch, but {step_of(loop, event.optimizer)} only every "
             f"{loop.k_phrase} micro-batches: the accumulated gradient is wiped before each step"
         )
 
@@ -195,7 +195,7 @@ def _before_the_last_backward(loop: TrainingLoop, event: Event) -> bool:
         return False
     here = tuple(map(id, event.loops))  # one pass of the same loop (not a second training phase after it)
     steps = [s for s in loop.of_kind(Kind.STEP) if gate.key in conditions(s) and s.order > event.order
-             and (s.spec.optimizer or s.spec.receiver) in loop.accumulating_optimizers and not exclusive(s, event)
+             and s.optimizer in loop.accumulating_optimizers and not exclusive(s, event)
              and tuple(map(id, s.loops)) == here]
     backwards = [b for b in loop.accumulating_backwards()
                  if tuple(map(id, b.loops)) == here and not exclusive(b, event)]

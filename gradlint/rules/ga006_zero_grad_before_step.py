@@ -91,7 +91,7 @@ class ZeroGradBeforeStep(Rule):
 
 def stepped(step: Event) -> str | None:
     """The optimizer a step applies: `optimizer` for `optimizer.step()` and `scaler.step(optimizer)`."""
-    return step.spec.optimizer or step.spec.receiver
+    return step.optimizer
 
 
 def _plain_step(step: Event) -> bool:
@@ -122,7 +122,7 @@ def _clears_for(model: ModuleModel, clear: Event, step: Event, optimizers: set[s
     only one optimizer steps here. Per-parameter clears (`p.grad = None`) and sub-modules
     (`model.encoder.zero_grad()`) are left alone: dropping a frozen part's gradients before the
     step is a way to freeze it."""
-    cleared = clear.spec.receiver
+    cleared = clear.optimizer
     target = stepped(step)
     if cleared is None or target is None:
         return False

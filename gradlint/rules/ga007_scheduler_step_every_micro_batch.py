@@ -176,7 +176,7 @@ def _steps_schedulers_every_call(model: ModuleModel, accelerator: str | None) ->
 def _step(loop: TrainingLoop) -> Event | None:
     """The one step of the accumulating optimizer, once per window."""
     steps = [s for s in loop.of_kind(Kind.STEP) if loop.when(s) is When.ONCE
-             and (s.spec.optimizer or s.spec.receiver) in loop.accumulating_optimizers and "gate" not in s.spec.extra]
+             and s.optimizer in loop.accumulating_optimizers and "gate" not in s.spec.extra]
     return steps[0] if len(steps) == 1 else None
 
 

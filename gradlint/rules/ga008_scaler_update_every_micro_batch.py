@@ -114,7 +114,7 @@ class ScalerUpdateEveryMicroBatch(Rule):
         # exit) may sit in a branch whose `continue` also keeps the step away (open_clip's legacy
         # loop), which the model does not see.
         gated_clears = {
-            z.spec.receiver for z in loop.of_kind(Kind.ZERO_GRAD)
+            z.optimizer for z in loop.of_kind(Kind.ZERO_GRAD)
             if loop.in_loop(z) and loop.when(z) is When.ONCE
             and any(g.periodic is not None and g.periodic.modulus is not None and not g.negated
                     for g in loop.inner_guards(z))
@@ -143,4 +143,4 @@ def _pairs_a_step(loop: TrainingLoop, update: Event, steps: list[Event]) -> bool
 
 
 def _optimizer(event: Event) -> str | None:
-    return event.spec.optimizer or event.spec.receiver
+    return event.optimizer

@@ -73,7 +73,7 @@ class UnscaleEveryMicroBatch(Rule):
             if loop.kind not in (LoopKind.GATED, LoopKind.INNER):
                 continue
             accumulating = loop.accumulating_optimizers
-            if any(loop.when(s) is When.EVERY and (s.spec.optimizer or s.spec.receiver) not in accumulating
+            if any(loop.when(s) is When.EVERY and s.optimizer not in accumulating
                    for s in loop.of_kind(Kind.STEP)):
                 continue  # another optimizer steps every micro-batch: its unscale_ is due
             updates_too = any(loop.when(u) in _OFF_WINDOW for u in loop.of_kind(Kind.SCALER_UPDATE))
