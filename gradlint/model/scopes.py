@@ -42,6 +42,12 @@ class Scope:
         return earlier or found  # a loop-carried value may be assigned later in the body
 
 
+_IN_PLACE: dict[str, cst.BaseAugOp] = {
+    "div_": cst.DivideAssign(), "true_divide_": cst.DivideAssign(), "divide_": cst.DivideAssign(),
+    "mul_": cst.MultiplyAssign(), "multiply_": cst.MultiplyAssign(),
+}
+
+
 class _ScopeCollector(cst.CSTVisitor):
     """Records assignments in one function body, without entering nested functions or classes."""
 
@@ -82,6 +88,11 @@ class _ScopeCollector(cst.CSTVisitor):
         self.order += 1
         self.scope.call_order[id(node)] = self.order
         func = node.func
+        if type(func) is cst.Attribute and func.attr.value in _IN_PLACE and len(node.args) == 1 \
+                and node.args[0].keyword is None and not node.args[0].star:
+            # `loss.div_(K)`, `loss.mul_(n / total)` (composer): the tensor is scaled in place, as
+            # by `loss /= K` and `loss *= n / total`
+            self._add(func.value, node.args[0].value, _IN_PLACE[func.attr.value])
         if self.no_grad_depth and type(func) is cst.Attribute and func.attr.value in ("append", "extend", "insert"):
             container = func.value
             filled = dotted(container.value if type(container) is cst.Subscript else container)

@@ -22,8 +22,9 @@ class LossNotScaled(Rule):
     gradients. Unless each loss is divided by K, the update is K times the large-batch gradient:
     the effective learning rate is K times what you set, and changing K changes training.
 
-    Not flagged: a loss divided by K (`/ K`, `/= K`, `* (1 / K)`, `.div(K)`, inside
-    `scaler.scale(...)`, through assignments and helper returns), normalised by a token or sample
+    Not flagged: a loss divided by K (`/ K`, `/= K`, `* (1 / K)`, `.div(K)`, in place with
+    `loss.div_(K)`, inside `scaler.scale(...)` or `typing.cast(T, ...)`, through assignments and
+    helper returns), scaled by its micro-batch's share (`loss.mul_(n / total)`), normalised by a token or sample
     count or a deliberate sum (also `model(x, y)` when a module class of the file returns its loss
     from `forward` with `reduction="sum"`), gradients rescaled after backward (`p.grad /= K`,
     `multiply_grads`, also in a loop over the parameters after an inner micro-step loop),
