@@ -224,6 +224,19 @@ def test_directory_discovery_skips_venvs_hidden_and_build(tmp_path: Path) -> Non
     assert [Path(d["filename"]).relative_to(tmp_path).as_posix() for d in json.loads(out)] == ["src/train.py"]
 
 
+def test_directory_named_env_is_searched_unless_it_is_a_venv(tmp_path: Path) -> None:
+    # RL code keeps environment packages in `env/` (verl): skipping the name would hide them.
+    (tmp_path / "env").mkdir()
+    (tmp_path / "env" / "train.py").write_text(BUGGY, encoding="utf-8")
+    venv = tmp_path / "tools" / "env"
+    venv.mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr\n", encoding="utf-8")
+    (venv / "train.py").write_text(BUGGY, encoding="utf-8")
+    code, out, _ = run("--output-format", "json", str(tmp_path))
+    assert code == 1
+    assert [Path(d["filename"]).relative_to(tmp_path).as_posix() for d in json.loads(out)] == ["env/train.py"]
+
+
 def test_symlink_loop_terminates(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "train.py").write_text(BUGGY, encoding="utf-8")

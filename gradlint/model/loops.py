@@ -382,8 +382,9 @@ def loop_counter(info: LoopInfo) -> Counter:
         text = dotted(iterable) or ""
         lowered = last_part(text).lower()
         sized = bool(text) and not any(w in lowered for w in ("iter", "cycle", "infinite", "stream"))
-        # Counters reset right before the loop are per-epoch: `step = 0; for batch in loader:`
-        for statement in info.preceding:
+        # Counters reset right before or after the loop are per-epoch: `step = 0; for batch in
+        # loader:`, or speechbrain's `self.step = 0` at the end of its epoch function.
+        for statement in (*info.preceding, *info.following):
             if isinstance(statement, cst.SimpleStatementLine):
                 for small in statement.body:
                     if (isinstance(small, cst.Assign) and isinstance(small.value, cst.Integer)

@@ -139,6 +139,7 @@ class LoopInfo:
     end: int = 0
     implicit: bool = False
     preceding: tuple[cst.CSTNode, ...] = ()  # statements before the loop in its block
+    following: tuple[cst.CSTNode, ...] = ()  # statements after the loop in its block
 
 
 @dataclass
@@ -189,6 +190,9 @@ class Walker:
         # The statements before the current one in its block, as (block, index): a tuple per statement
         # would make a long module quadratic.
         self._preceding: tuple[Sequence[cst.CSTNode], int] = ((), 0)
+        # For the body of a `with` being walked: the statements after the `with` in its block, which
+        # follow a loop at the top of that body too (speechbrain's `with tqdm(...) as t: for batch in t:`).
+        self._after_with: dict[int, tuple[cst.CSTNode, ...]] = {}
         # A helper's statements are walked once per call site and once as a root of their own.
         self._calls_of: dict[int, list[cst.Call]] = {}
 
@@ -245,11 +249,13 @@ class Walker:
         elif isinstance(node, cst.For | cst.While):
             self._calls(node.iter if isinstance(node, cst.For) else node.test, state)
             block, index = self._preceding
-            info = LoopInfo(node, state.loops, state.frame, self._tick(), preceding=tuple(block[:index]))
+            info = LoopInfo(node, state.loops, state.frame, self._tick(), preceding=tuple(block[:index]),
+                            following=(*block[index + 1:], *self._after_with.get(id(block), ())))
             self._result.loops.append(info)
             self._block(node.body.body, state._replace(loops=(*state.loops, node)))
             info.end = self._tick()
         elif isinstance(node, cst.With):
+            block, index = self._preceding  # before the items' calls, which may walk a helper
             contexts = list(state.contexts)
             for item in node.items:
                 self._calls(item.item, state)
@@ -261,7 +267,14 @@ class Walker:
                     dotted(expr.func.value) if is_method else None,  # type: ignore[union-attr]
                     len(state.loops),
                 ))
-            self._block(node.body.body, state._replace(contexts=tuple(contexts)))
+            body = node.body.body
+            outer = self._after_with.get(id(body))
+            self._after_with[id(body)] = (*block[index + 1:], *self._after_with.get(id(block), ()))
+            self._block(body, state._replace(contexts=tuple(contexts)))
+            if outer is None:
+                del self._after_with[id(body)]
+            else:  # the same `with` walked again inside itself (a helper inlined in its body)
+                self._after_with[id(body)] = outer
         elif isinstance(node, cst.Try | cst.TryStar):
             self._block(node.body.body, state)
             for handler in node.handlers:
