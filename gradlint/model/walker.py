@@ -139,7 +139,7 @@ class LoopInfo:
     end: int = 0
     implicit: bool = False
     preceding: tuple[cst.CSTNode, ...] = ()  # statements before the loop in its block
-    following: tuple[cst.CSTNode, ...] = ()  # statements after the loop in its block
+    following: tuple[cst.CSTNode, ...] = ()  # statements after the loop in its block and after the `with`s around it
 
 
 @dataclass
@@ -190,9 +190,10 @@ class Walker:
         # The statements before the current one in its block, as (block, index): a tuple per statement
         # would make a long module quadratic.
         self._preceding: tuple[Sequence[cst.CSTNode], int] = ((), 0)
-        # For the body of a `with` being walked: the statements after the `with` in its block, which
-        # follow a loop at the top of that body too (speechbrain's `with tqdm(...) as t: for batch in t:`).
-        self._after_with: dict[int, tuple[cst.CSTNode, ...]] = {}
+        # For the body of a `with` being walked: where the `with` stands, as (block, index), since the
+        # statements after it follow a loop at the top of that body too (speechbrain's `with tqdm(...)
+        # as t: for batch in t:`). Positions, not tuples, for the same reason as `_preceding`.
+        self._after_with: dict[int, tuple[Sequence[cst.CSTNode], int]] = {}
         # A helper's statements are walked once per call site and once as a root of their own.
         self._calls_of: dict[int, list[cst.Call]] = {}
 
@@ -213,6 +214,13 @@ class Walker:
         else:
             self._block(body, state)
         return self._result
+
+    def _following(self, block: Sequence[cst.CSTNode], index: int) -> tuple[cst.CSTNode, ...]:
+        rest = list(block[index + 1:])
+        while (where := self._after_with.get(id(block))) is not None:
+            block, index = where
+            rest.extend(block[index + 1:])
+        return tuple(rest)
 
     def _tick(self) -> int:
         self._order += 1
@@ -250,7 +258,7 @@ class Walker:
             self._calls(node.iter if isinstance(node, cst.For) else node.test, state)
             block, index = self._preceding
             info = LoopInfo(node, state.loops, state.frame, self._tick(), preceding=tuple(block[:index]),
-                            following=(*block[index + 1:], *self._after_with.get(id(block), ())))
+                            following=self._following(block, index))
             self._result.loops.append(info)
             self._block(node.body.body, state._replace(loops=(*state.loops, node)))
             info.end = self._tick()
@@ -269,7 +277,7 @@ class Walker:
                 ))
             body = node.body.body
             outer = self._after_with.get(id(body))
-            self._after_with[id(body)] = (*block[index + 1:], *self._after_with.get(id(block), ()))
+            self._after_with[id(body)] = (block, index)
             self._block(body, state._replace(contexts=tuple(contexts)))
             if outer is None:
                 del self._after_with[id(body)]
