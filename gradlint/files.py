@@ -6,8 +6,9 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-# ruff's names. Not `env`: reinforcement-learning code keeps its environments in `env/` packages
-# (verl), and a virtual environment of that name is skipped by its `pyvenv.cfg` anyway.
+# ruff's default names, and `__pycache__`. Not `env`: reinforcement-learning code keeps its
+# environments in `env/` packages (verl), and a virtual environment of that name is skipped by its
+# `pyvenv.cfg` anyway.
 SKIPPED_DIRS = frozenset({
     "__pycache__", "site-packages", "node_modules", "build", "dist", "venv",
     "__pypackages__", "_build", "buck-out",
