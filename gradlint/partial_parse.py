@@ -41,7 +41,7 @@ import libcst as cst
 
 from gradlint.lines import LINE_END, source_lines
 from gradlint.model import traversal
-from gradlint.tree_from_ast import Origins, indentation, starts_line
+from gradlint.tree_from_ast import Origins, Unsupported, indentation, starts_line
 from gradlint.trusted_parse import validation_off
 
 _BODIES = (cst.IndentedBlock, cst.Module)
@@ -125,7 +125,7 @@ def splice(source: str, tree: ast.Module, built: cst.Module, origins: Origins, p
     try:
         with validation_off():  # CPython accepted the file; the nodes below are LibCST's or copies
             return _Splicer(source, tree, built, origins, parents, lines).run(needed)
-    except (_Refused, cst.ParserSyntaxError, RecursionError):
+    except (_Refused, Unsupported, cst.ParserSyntaxError, RecursionError):
         return None
 
 

@@ -164,7 +164,12 @@ class Built(NamedTuple):
 def built_module(source: str, tree: ast.Module) -> Built:
     """`module_from_ast`, with where its statements come from and its nodes listed."""
     _check_identifiers(source)
-    builder = _Builder(source_lines(source))
+    lines = source_lines(source)
+    # Rows whose line above ends in a backslash: the only ones where a statement on a later row
+    # than the one before it may still share its logical line (`a = 1 \\` then `; b = 2`).
+    continued = (frozenset(row for row, line in enumerate(lines, 2) if line.rstrip("\r\n").endswith("\\"))
+                 if "\\\n" in source or "\\\r" in source else frozenset())
+    builder = _Builder(lines, continued)
     try:
         with validation_off():
             module = builder.module(tree)
@@ -184,13 +189,28 @@ def indentation(line: str) -> str:
 
 
 def starts_line(statement: ast.stmt, lines: list[str]) -> bool:
-    """Whether only indentation comes before the statement on its first line."""
-    return len(indentation(lines[statement.lineno - 1])) == statement.col_offset
+    """Whether the statement begins a logical line: only indentation before it on its first line,
+    and no backslash at the end of the line above joining the two (`class A:\\` then ` pass` is
+    `class A: pass` to the parser)."""
+    if len(indentation(lines[statement.lineno - 1])) != statement.col_offset:
+        return False
+    return statement.lineno < 2 or not continues(lines[statement.lineno - 2])
+
+
+def continues(line: str) -> bool:
+    """Whether a backslash at the end of `line` joins the next line to it. A comment may end in
+    one too, and only a tokenizer tells a comment's `#` from a string's: such a line is left to
+    LibCST's parser."""
+    if not line.rstrip("\r\n").endswith("\\"):
+        return False
+    if "#" in line:
+        raise Unsupported("a backslash at the end of a line that holds a '#'")
+    return True
 
 
 class _Builder:
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
+    def __init__(self, lines: list[str], continued: frozenset[int]) -> None:
+        self.lines, self.continued = lines, continued
         self.parsed_texts: set[str] = set()
         self.origins: Origins = {}
         # The tree's significant nodes in `traversal`'s order, as `traversal.index` would list them.
@@ -288,8 +308,8 @@ class _Builder:
             position = self.reserve()
             small = [self.statement(node)]
             index += 1
-            while (index < count and body[index].lineno == (body[index - 1].end_lineno or 0)
-                   and not isinstance(body[index], _COMPOUND)):
+            while index < count and not isinstance(body[index], _COMPOUND) and self.same_line(body[index - 1],
+                                                                                          body[index]):
                 small.append(self.statement(body[index]))
                 index += 1
             line = self.done(position, _make.SimpleStatementLine(body=small))
@@ -302,6 +322,12 @@ class _Builder:
         if builder is None:
             raise Unsupported(type(node).__name__)
         return builder(node)
+
+    def same_line(self, before: ast.stmt, statement: ast.stmt) -> bool:
+        """Whether `statement` shares the logical line `before` ends on (`a = 1; b = 2`)."""
+        if statement.lineno == before.end_lineno:
+            return True
+        return statement.lineno in self.continued and not starts_line(statement, self.lines)
 
     def block(self, body: list[ast.stmt]) -> cst.BaseSuite:
         position = self.reserve()

@@ -2,9 +2,9 @@
 gradient events, gates, loops, context managers, helpers and methods, with random layout
 (indentation, line ends, comments, `noqa`, calls split over lines, redundant brackets).
 
-hypothesmith, which the issue names, generates programs from Python's grammar and is not on this
-machine's package index; and its programs almost never hold a backward or a step, so the model
-would rarely run past its first test. These programs always reach the model and the rules.
+hypothesmith's programs, from Python's grammar (`tests/test_grammar_programs.py`), almost never
+hold a backward or a step, so the model would rarely run past its first test. These programs
+always reach the model and the rules.
 
 For every program, beyond "no internal error":
 - the speed-ups change nothing: the diagnostics and fixes of a file named on the command line

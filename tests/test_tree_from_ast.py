@@ -111,6 +111,10 @@ SNIPPETS = {
     "tabs": "if a:\n\tb = 1\n\tif c:\n\t\td = 'é'\n",
     "non-ascii text": "x = 'héllo'; y = f('ü', z='€')\nw = 'a' 'é' 'b'\n",
     "line continuation": "x = 1 + \\\n    2\nif a and \\\n   b: pass\n",
+    # a backslash joins lines into one logical line: the statements after it share the line above
+    # (hypothesmith's programs found both)
+    "body joined to its header": "class A:\\\n pass\nfor i in r:\\\n    x = 1; \\\n    y = 2\nelse:\\\n  pass\n",
+    "statements joined by a backslash": "a = 1 \\\n; b = 2\nc = '#' \\\n;\td = 3\ne = 4\n",
     "docstrings": '"""Module."""\ndef f():\n    """Doc."""\n    return 1\n',
     # where one literal ends: escaped quotes, quotes inside triple quotes, empty literals, prefixes
     "string ends": 'a = "x\\"y"\nb = """q "" r " s\\""""\nc = ""\nd = """"""\ne = \'\'""\nf = """a""" "b"\n'
@@ -131,6 +135,7 @@ def test_snippet_tree_is_libcsts(source: str) -> None:
     "ｔｈ = 1\n",                               # CPython normalises the identifier (NFKC) # noqa: RUF001
     "cafe\u0301 = 1\n",                        # ... and composes `e` and a combining accent
     "a[*b]\n",
+    "x = 1  # a comment's backslash \\\ny = 2\n",  # only a tokenizer tells a comment from a string
 ])
 def test_unsupported_syntax_is_left_to_libcst(source: str) -> None:
     with pytest.raises(Unsupported):
